@@ -1,0 +1,10 @@
+// CPU ops of grumem, registered as torch.ops.grumem.* (schemas in torch_bindings.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+// Decode attention over a paged KV cache: one query token per sequence.
+// q (num_seqs, num_heads, head_dim); k/v_cache (num_blocks, block_size, num_kv_heads, head_dim);
+// block_tables (num_seqs, max_blocks) int32; context_lens (num_seqs,) int32 -> (num_seqs, num_heads, head_dim).
+at::Tensor paged_attention_decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                  const at::Tensor& block_tables, const at::Tensor& context_lens, double scale);

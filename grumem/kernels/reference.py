@@ -1,0 +1,78 @@
+"""Torch references of every op: correct on any device, the CPU attention backend and the oracle for kernel tests.
+
+KV-cache layout: (num_blocks, block_size, num_kv_heads, head_dim); slot = block_id * block_size + offset.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def store_kvcache_ref(
+    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """Writes key/value (num_tokens, num_kv_heads, head_dim) into their cache slots; slot -1 means skip."""
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep]
+    k_cache.view(-1, *k_cache.shape[2:])[slots] = key[keep]
+    v_cache.view(-1, *v_cache.shape[2:])[slots] = value[keep]
+
+
+def gather_kv_ref(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` cached tokens of one sequence: (length, num_kv_heads, head_dim)."""
+    block_size = cache.shape[1]
+    num_blocks = (length + block_size - 1) // block_size
+    return cache[block_table[:num_blocks].long()].flatten(0, 1)[:length]
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """q (..., num_heads, len_q, head_dim), k/v (..., num_kv_heads, len_k, head_dim), mask broadcastable, True = keep."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+
+
+def prefill_attention_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    scale: float,
+    k_cache: torch.Tensor | None = None,
+    v_cache: torch.Tensor | None = None,
+    block_tables: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal varlen attention. q (num_tokens, num_heads, head_dim), k/v (num_tokens, num_kv_heads, head_dim).
+
+    Sequence i has queries q[cu_seqlens_q[i]:cu_seqlens_q[i+1]] at the last positions of its len_k keys. With
+    block_tables, the keys (a cached prefix plus the new tokens) are read from the cache; otherwise from k/v.
+    """
+    out = torch.empty_like(q)
+    cu_q, cu_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for i in range(len(cu_q) - 1):
+        len_q, len_k = cu_q[i + 1] - cu_q[i], cu_k[i + 1] - cu_k[i]
+        if block_tables is None:
+            k_i, v_i = k[cu_k[i] : cu_k[i + 1]], v[cu_k[i] : cu_k[i + 1]]
+        else:
+            k_i = gather_kv_ref(k_cache, block_tables[i], len_k)
+            v_i = gather_kv_ref(v_cache, block_tables[i], len_k)
+        rows = torch.arange(len_q, device=q.device).unsqueeze(1) + (len_k - len_q)
+        mask = torch.arange(len_k, device=q.device).unsqueeze(0) <= rows  # (len_q, len_k)
+        q_i = q[cu_q[i] : cu_q[i + 1]].transpose(0, 1)
+        out[cu_q[i] : cu_q[i + 1]] = _attend(q_i, k_i.transpose(0, 1), v_i.transpose(0, 1), mask, scale).transpose(0, 1)
+    return out
+
+
+def paged_attention_decode_ref(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """One query token per sequence. q (num_seqs, num_heads, head_dim) -> same shape."""
+    block_size = k_cache.shape[1]
+    max_len = block_tables.shape[1] * block_size
+    blocks = block_tables.clamp(min=0).long()  # -1 padding reads block 0 and is masked out below
+    k = k_cache[blocks].flatten(1, 2).transpose(1, 2)  # (num_seqs, num_kv_heads, max_len, head_dim)
+    v = v_cache[blocks].flatten(1, 2).transpose(1, 2)
+    mask = torch.arange(max_len, device=q.device).unsqueeze(0) < context_lens.unsqueeze(1)  # (num_seqs, max_len)
+    return _attend(q.unsqueeze(2), k, v, mask[:, None, None, :], scale).squeeze(2)

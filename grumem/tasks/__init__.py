@@ -1,0 +1,38 @@
+"""Long-context QA tasks as token ids (RULER's NIAH tasks, RULER-HotpotQA, SQuAD), their chunking and their metrics.
+
+    samples = make_samples("niah_single_2", tokenizer, num_tokens=8192, num_samples=4)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from grumem.tasks import hotpotqa, niah, squad
+from grumem.tasks.chunking import chunk_document
+from grumem.tasks.common import Sample, sample_rng
+from grumem.tasks.metrics import niah_recall, score, sub_em
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["TASKS", "Sample", "chunk_document", "make_samples", "niah_recall", "score", "sub_em"]
+
+TASKS = (*niah.NIAH_TASKS, "hotpotqa", "squad")
+
+
+def make_samples(
+    task: str, tokenizer: PreTrainedTokenizerBase, num_tokens: int, num_samples: int, seed: int = 0
+) -> list[Sample]:
+    """num_samples samples of task; NIAH contexts hold exactly num_tokens tokens, QA contexts at most that many.
+    The same arguments (and tokenizer) always give the same samples."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if num_samples < 1:
+        raise ValueError(f"{task}: num_samples must be at least 1, got {num_samples}")
+    if num_tokens < 1:
+        raise ValueError(f"{task}: num_tokens must be at least 1, got {num_tokens}")
+    if task == "hotpotqa":
+        return hotpotqa.make_samples(task, tokenizer, num_tokens, num_samples, seed)
+    if task == "squad":
+        return squad.make_samples(task, tokenizer, num_tokens, num_samples, seed)
+    return [niah.make_sample(task, tokenizer, num_tokens, i, sample_rng(task, seed, i)) for i in range(num_samples)]

@@ -1,0 +1,52 @@
+"""Sample: one long-context question whose document is token ids (the canonical form: nothing re-tokenises it),
+with the token spans that hold its evidence, so rewards and gate metrics know which chunks matter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from grumem.tasks.chunking import span_chunks
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(slots=True)
+class Sample:
+    task: str
+    index: int
+    context_ids: list[int]
+    question: str
+    answers: list[str]
+    evidence_spans: list[tuple[int, int]]  # half-open [start, end) offsets into context_ids, one per evidence piece
+    metric: str  # "sub_em" or "recall"
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.context_ids)
+
+    def evidence_chunks(self, chunk_tokens: int) -> list[int]:
+        return sorted({k for start, end in self.evidence_spans for k in span_chunks(start, end, chunk_tokens)})
+
+    def last_evidence_chunk(self, chunk_tokens: int) -> int:
+        chunks = self.evidence_chunks(chunk_tokens)
+        if not chunks:
+            raise ValueError(f"sample {self.task}/{self.index} has no evidence spans")
+        return chunks[-1]
+
+
+def sample_rng(task: str, seed: int, index: int) -> random.Random:
+    """Each sample draws from its own stream, so sample i does not depend on num_samples (str seeds are stable)."""
+    return random.Random(f"{task}/{seed}/{index}")
+
+
+def encode_batch(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return list(tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def too_short(task: str, num_tokens: int, minimum: int, reason: str) -> ValueError:
+    return ValueError(f"{task}: num_tokens={num_tokens} is too small, at least {minimum} are needed ({reason})")

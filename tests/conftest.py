@@ -1,0 +1,75 @@
+"""Shared fixtures: seeds, tiny random Llama/Qwen2 checkpoints, the real SmolLM2, and a cache-free forward helper."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+from grumem.engine.context import reset_context, set_context
+
+TINY = dict(
+    vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CUDA")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def save_hf_checkpoint(config, folder) -> str:
+    torch.manual_seed(1234)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # HF zero-inits biases; random ones test that they are loaded
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.normal_(0, 0.1)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory) -> str:
+    config = LlamaConfig(**TINY, rope_theta=1e4, tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
+    return save_hf_checkpoint(config, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_path(tmp_path_factory) -> str:
+    config = Qwen2Config(**TINY, rope_theta=1e6, tie_word_embeddings=True, architectures=["Qwen2ForCausalLM"])
+    return save_hf_checkpoint(config, tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    from grumem.engine.models.registry import DEFAULT_MODEL, checkpoint_path
+
+    return checkpoint_path(DEFAULT_MODEL)
+
+
+def forward_logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """All-position logits for a varlen batch, without a KV cache: (len_i, vocab) per prompt."""
+    device = next(model.parameters()).device
+    lens = [len(p) for p in prompts]
+    cu_seqlens = torch.tensor([0] + lens, dtype=torch.int32, device=device).cumsum(0, dtype=torch.int32)
+    input_ids = torch.tensor([t for p in prompts for t in p], device=device)
+    positions = torch.cat([torch.arange(n, device=device) for n in lens])
+    set_context(is_prefill=True, cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens, max_seqlen_q=max(lens),
+                max_seqlen_k=max(lens))
+    try:
+        with torch.no_grad():
+            logits = model.compute_logits(model(input_ids, positions))
+    finally:
+        reset_context()
+    return list(logits.split(lens))
