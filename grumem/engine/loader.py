@@ -84,9 +84,15 @@ def _checkpoint_tensors(path: str):
 
 def load_weights(model: LlamaForCausalLM, path: str) -> None:
     """Copies every checkpoint tensor into its (possibly packed) parameter; fails if any parameter is left unset."""
+    loaded = load_named_tensors(model, _checkpoint_tensors(path))
+    _check_complete(model, dict(model.named_parameters()), loaded)
+
+
+def load_named_tensors(model: LlamaForCausalLM, named_tensors) -> set[str]:
+    """Copies (checkpoint name, tensor) pairs into the model; returns the "param:shard" keys written."""
     params = dict(model.named_parameters())  # tied weights appear once, under their first name
     loaded: set[str] = set()
-    for name, tensor in _checkpoint_tensors(path):
+    for name, tensor in named_tensors:
         if name.endswith("rotary_emb.inv_freq"):
             continue  # old checkpoints store the RoPE table; we compute it
         if name == "lm_head.weight" and model.config.tie_word_embeddings:
@@ -99,7 +105,7 @@ def load_weights(model: LlamaForCausalLM, path: str) -> None:
         with torch.no_grad():
             weight_loader(param, tensor.to(param.dtype), shard_id)
         loaded.add(f"{target}:{shard_id}")
-    _check_complete(model, params, loaded)
+    return loaded
 
 
 def _packed_name(model: LlamaForCausalLM, name: str) -> tuple[str, str | int | None]:

@@ -1,4 +1,4 @@
-"""RULER's QA samples (HotpotQA, SQuAD): gold documents among distractors, each "Document {i}:\n{body}", separated
+"""RULER's QA samples (HotpotQA, SQuAD): gold documents among distractors, each "Document {i}:\\n{body}", separated
 by a blank line, shuffled, as many distractors as fit num_tokens. Bodies and headers are encoded once per tokenizer,
 in batches, when a budget first needs them. The evidence spans are the gold bodies."""
 

@@ -1,6 +1,6 @@
-"""Haystacks for the NIAH tasks as token ids, cut to an exact length: the Paul Graham essays (RULER's "essay") and
-one filler paragraph repeated (RULER's "repeat"). A haystack is a head piece plus pieces that each start with their
-separator, so the ids of consecutive pieces equal those of the joined text; pieces are encoded once per tokenizer."""
+"""NIAH haystacks as token ids: the Paul Graham essays (RULER's "essay") and a repeated filler paragraph ("repeat"),
+encoded once per tokenizer; fill cuts one to an exact length and insert_needles puts needles between its pieces.
+Each piece starts with its separator, so the ids of consecutive pieces equal those of the joined text."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """RULER-HotpotQA (MemAgent's RULER-HQA): a HotpotQA dev question, its two gold paragraphs (those named in
-supporting_facts) as "{title}\n{text}" documents among distractor paragraphs drawn from other questions' contexts."""
+supporting_facts) as "{title}\\n{text}" documents among distractor paragraphs drawn from other questions' contexts."""
 
 from __future__ import annotations
 

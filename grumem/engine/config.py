@@ -1,0 +1,43 @@
+"""Engine configuration: one dataclass, checked once; `LLM(model, **kwargs)` fills it."""
+from dataclasses import dataclass, fields
+
+import torch
+
+from grumem.engine.models.registry import DEFAULT_MODEL
+
+
+@dataclass(slots=True)
+class Config:
+    model: str = DEFAULT_MODEL  # a registry name or a Hugging Face checkpoint folder
+    dtype: str = "float32"
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 4096  # prefill token budget per step (chunked prefill)
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    kvcache_block_size: int = 16
+    num_kvcache_blocks: int | None = None  # default: from kv_cache_memory_gb (CPU) or free GPU memory
+    kv_cache_memory_gb: float = 4.0  # CPU only
+    gpu_memory_utilization: float = 0.9
+    attention_backend: str = "auto"  # "auto", "torch" (reference), "cpu" (C++ ops), or a registered backend
+    seed: int = 0  # weights of random-weight models and the shared sampling generator
+
+    def __post_init__(self):
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "kvcache_block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_kvcache_blocks is not None and self.num_kvcache_blocks < 1:
+            raise ValueError(f"num_kvcache_blocks must be >= 1, got {self.num_kvcache_blocks}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+
+    @classmethod
+    def from_kwargs(cls, model: str, **kwargs) -> "Config":
+        names = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - names
+        if unknown:
+            raise ValueError(f"unknown engine options {sorted(unknown)}; valid: {sorted(names - {'model'})}")
+        return cls(model=model, **kwargs)

@@ -1,0 +1,253 @@
+"""LLMEngine: requests of token ids in, token ids + logprobs + roles out, with continuous batching.
+
+`add_request` + `step` is the request-level API (a finished request comes back from the step that finished it);
+`generate` runs a list of prompts to completion on top of it.
+"""
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from grumem.engine.block_manager import BlockManager
+from grumem.engine.config import Config
+from grumem.engine.constraint import GateGrammar, GateState
+from grumem.engine.loader import load_named_tensors
+from grumem.engine.model_runner import ModelRunner
+from grumem.engine.models.registry import DEFAULT_MODEL, load_tokenizer
+from grumem.engine.outputs import CompletionOutput, EngineStats, RequestOutput
+from grumem.engine.sampler import Sampler
+from grumem.engine.scheduler import ScheduledBatch, Scheduler
+from grumem.engine.sampling_params import SamplingParams
+from grumem.engine.sequence import Sequence, TokenRole
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence] = field(default_factory=list)
+    forked: bool = False
+
+
+class LLMEngine:
+    def __init__(self, model: str = DEFAULT_MODEL, **kwargs):
+        self.config = Config.from_kwargs(model, **kwargs)
+        self.tokenizer = load_tokenizer(self.config.model)
+        self.model_runner = ModelRunner(self.config)
+        hf_config = self.model_runner.model.config
+        self.vocab_size = hf_config.vocab_size
+        self.max_model_len = min(self.config.max_model_len or hf_config.max_position_embeddings,
+                                 hf_config.max_position_embeddings)
+        self.block_manager = BlockManager(self.model_runner.num_blocks, self.config.kvcache_block_size)
+        self.scheduler = Scheduler(self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens)
+        self.sampler = Sampler(self.config.seed, self.model_runner.device)
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self.requests: dict[str, Request] = {}
+        self.stats = EngineStats()
+        self._grammar: GateGrammar | None = None
+        self._request_counter = itertools.count()
+
+    @property
+    def grammar(self) -> GateGrammar:
+        if self._grammar is None:
+            self._grammar = GateGrammar(self.tokenizer, self.model_runner.device)
+        return self._grammar
+
+    # --- requests -------------------------------------------------------------------------------------------
+    def add_request(
+        self, prompt_token_ids: list[int], params: SamplingParams | None = None, request_id: str | None = None,
+        priority: int = 0,
+    ) -> str:
+        """Queues a prompt; lower `priority` is admitted first. Raises ValueError for this request only."""
+        params = params or SamplingParams()
+        request_id = request_id if request_id is not None else str(next(self._request_counter))
+        self._validate(prompt_token_ids, params, request_id)
+        seq = self._new_sequence(prompt_token_ids, params, request_id, 0)
+        self.requests[request_id] = Request(request_id, list(prompt_token_ids), params, [seq])
+        self.scheduler.add(seq, priority)
+        return request_id
+
+    def _validate(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str) -> None:
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        if len(prompt_token_ids) == 0:
+            raise ValueError("empty prompt: a request needs at least one token")
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(prompt_token_ids)} tokens leaves no room to generate within "
+                             f"max_model_len={self.max_model_len}")
+        bad = next((t for t in prompt_token_ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})")
+        needed = (len(prompt_token_ids) + self.config.kvcache_block_size) // self.config.kvcache_block_size
+        if needed > self.model_runner.num_blocks:
+            raise ValueError(f"prompt needs {needed} KV blocks but the cache has {self.model_runner.num_blocks}")
+
+    def _new_sequence(self, token_ids: list[int], params: SamplingParams, request_id: str, index: int) -> Sequence:
+        seq = Sequence(token_ids, params, request_id, index, self.model_runner.device)
+        if params.constraint is not None:
+            seq.constraint_state = GateState(self.grammar, params.constraint, params.max_think_tokens,
+                                             params.max_memory_tokens)
+        return seq
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # --- one step -------------------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            return self._fail_unschedulable()
+        start = time.perf_counter()
+        rows = self._sample_rows(batch)
+        logits = self.model_runner.run(batch, [row for row, _ in rows])
+        self._advance_computed(batch)
+        self._sample_and_append(logits, rows)
+        self._record_step(batch, time.perf_counter() - start)
+        return self._collect_finished()
+
+    def _sample_rows(self, batch: ScheduledBatch) -> list[tuple[int, list[Sequence]]]:
+        """(batch row, sequences sampling from its logits): a forking prompt's row serves all its samples."""
+        rows = []
+        for i, (seq, num_new) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
+            if seq.num_computed_tokens + num_new == len(seq):
+                rows.append((i, [seq]))
+        return rows
+
+    def _advance_computed(self, batch: ScheduledBatch) -> None:
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += num_new
+            self.block_manager.mark_computed(seq)
+            if batch.is_prefill and seq.num_computed_tokens == len(seq):
+                self.scheduler.finish_prefill(seq)
+
+    def _sample_and_append(self, logits: torch.Tensor, rows: list[tuple[int, list[Sequence]]]) -> None:
+        for _, seqs in rows:
+            seqs += self._fork(seqs[0])
+        seqs = [seq for _, group in rows for seq in group]
+        logits = logits.repeat_interleave(torch.tensor([len(g) for _, g in rows], device=logits.device), dim=0)
+        masks = [seq.constraint_state.next_mask() if seq.constraint_state else (None, -1) for seq in seqs]
+        allowed = None
+        if any(row is not None for row, _ in masks):
+            mask_rows = torch.tensor([0 if row is None else row for row, _ in masks], device=logits.device)
+            allowed = self.grammar.mask_table[mask_rows]
+        token_ids, logprobs = self.sampler(
+            logits, [s.params.temperature for s in seqs], [s.params.top_p for s in seqs],
+            [s.generator for s in seqs], allowed, [forced for _, forced in masks],
+        )
+        for seq, token_id, logprob in zip(seqs, token_ids, logprobs):
+            role = seq.constraint_state.observe(token_id) if seq.constraint_state else TokenRole.SAMPLED
+            seq.append_token(token_id, logprob, role)
+            reason = self._finish_reason(seq, token_id)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
+
+    def _fork(self, seq: Sequence) -> list[Sequence]:
+        """The other n - 1 samples of a prompt that just finished its prefill; they share its blocks."""
+        request = self.requests[seq.request_id]
+        if request.params.n == 1 or request.forked:
+            return []
+        request.forked = True
+        children = [self._new_sequence(seq.token_ids, seq.params, seq.request_id, i) for i in range(1, seq.params.n)]
+        request.seqs += children
+        self.model_runner.copy_blocks(self.block_manager.fork(seq, children))
+        sharing = [child for child in children if child.block_table]
+        for child in children:
+            if child.block_table:
+                self.scheduler.add_running(child)
+            else:
+                self.scheduler.add(child)  # no block for its copy: recomputes its tail through the prefix cache
+        return sharing
+
+    def _finish_reason(self, seq: Sequence, token_id: int) -> str | None:
+        params = seq.params
+        if seq.constraint_state is not None and seq.constraint_state.done:
+            return "stop"
+        if (token_id == self.eos_token_id and not params.ignore_eos) or token_id in params.stop_token_ids:
+            return "stop"
+        if seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
+            return "length"
+        return None
+
+    def _record_step(self, batch: ScheduledBatch, seconds: float) -> None:
+        if batch.is_prefill:
+            self.stats.num_prefill_tokens += sum(batch.num_new_tokens)
+            self.stats.num_prefill_steps += 1
+            self.stats.prefill_seconds += seconds
+        else:
+            self.stats.num_decode_tokens += len(batch.seqs)
+            self.stats.num_decode_steps += 1
+            self.stats.decode_seconds += seconds
+        self.stats.num_preemptions = self.scheduler.num_preemptions
+        self.stats.num_cached_tokens = self.scheduler.num_cached_tokens
+
+    def _fail_unschedulable(self) -> list[RequestOutput]:
+        """Nothing can run: the head request needs more free blocks than exist (pinned prefixes hold the rest)."""
+        seq = self.scheduler.waiting[0]
+        free, total = self.block_manager.num_free_blocks, self.model_runner.num_blocks
+        error = (f"KV cache exhausted: the sequence needs {seq.num_blocks(self.block_manager.block_size)} blocks, "
+                 f"{free} of {total} are free and nothing is running to free more")
+        request = self.requests.pop(seq.request_id)
+        for other in request.seqs:
+            if not other.is_finished:
+                self.scheduler.finish(other, "error")
+        return [self._request_output(request, error)] + self._collect_finished()
+
+    def _collect_finished(self) -> list[RequestOutput]:
+        done = [r for r in self.requests.values() if len(r.seqs) == r.params.n and all(s.is_finished for s in r.seqs)]
+        return [self._request_output(self.requests.pop(r.request_id)) for r in done]
+
+    @staticmethod
+    def _request_output(request: Request, error: str | None = None) -> RequestOutput:
+        outputs = [
+            CompletionOutput(s.index, s.output_token_ids, s.output_logprobs, s.output_roles,
+                             "error" if error else s.finish_reason,
+                             dict(s.constraint_state.gates) if s.constraint_state else {})
+            for s in sorted(request.seqs, key=lambda s: s.index)
+        ]
+        cached = request.seqs[0].num_prefix_cached_tokens
+        return RequestOutput(request.request_id, request.prompt_token_ids, outputs, cached, error)
+
+    # --- batch API ------------------------------------------------------------------------------------------
+    def generate(
+        self, prompts: list[list[int]], sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """Runs every prompt to completion; a bad prompt gets an output with `error` set, the rest run normally."""
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        results: dict[str, RequestOutput] = {}
+        ids = []
+        for prompt, p in zip(prompts, params):
+            request_id = f"generate-{next(self._request_counter)}"
+            ids.append(request_id)
+            try:
+                self.add_request(prompt, p, request_id)
+            except ValueError as e:
+                results[request_id] = RequestOutput(request_id, list(prompt), [], 0, str(e))
+        with tqdm(total=len(prompts), desc="generate", disable=not use_tqdm) as bar:
+            bar.update(len(results))
+            while any(i not in results for i in ids):
+                for output in self.step():
+                    results[output.request_id] = output
+                    bar.update(1)
+        return [results[i] for i in ids]
+
+    # --- weights and cache ----------------------------------------------------------------------------------
+    def update_weights(self, named_tensors) -> None:
+        """Loads new weights (checkpoint names, packed as at load time) and drops the now stale prefix cache."""
+        if self.requests:
+            raise RuntimeError("update_weights needs an idle engine: finish or abort the requests in flight first")
+        load_named_tensors(self.model_runner.model, named_tensors)
+        self.reset_prefix_cache()
+
+    def reset_prefix_cache(self) -> None:
+        self.block_manager.reset_prefix_cache()
+
+    def pin_prefix(self, token_ids: list[int]) -> list[int]:
+        """Keeps the cached full blocks of a prefix (e.g. a question while its document is read); see unpin."""
+        return self.block_manager.pin(token_ids)
+
+    def unpin(self, block_ids: list[int]) -> None:
+        self.block_manager.unpin(block_ids)

@@ -1,0 +1,134 @@
+"""ModelRunner: owns the model and the paged KV cache, turns a scheduled batch into one forward pass.
+
+Prefill rows carry the new tokens of each sequence (after its cached prefix); decode rows carry one token each.
+Logits are computed only where a token will be sampled (the last position of a completed prefill, every decode row).
+"""
+import torch
+
+from grumem.engine.config import Config
+from grumem.engine.context import reset_context, set_context
+from grumem.engine.layers.attention import Attention, get_backend
+from grumem.engine.models.registry import load_model
+from grumem.engine.scheduler import ScheduledBatch
+from grumem.kernels import cpp_ops
+
+
+class ModelRunner:
+    def __init__(self, config: Config):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.model = load_model(config.model, config.dtype, config.device, config.seed)
+        self.block_size = config.kvcache_block_size
+        self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
+        backend = get_backend(self._backend_name())
+        for layer in self.attention_layers:
+            layer.backend = backend
+        self.kv_cache = self._allocate_kv_cache()
+
+    def _backend_name(self) -> str:
+        name = self.config.attention_backend
+        if name != "auto":
+            return name
+        return "cpu" if self.device.type == "cpu" and cpp_ops.AVAILABLE else "torch"
+
+    @property
+    def num_blocks(self) -> int:
+        return self.kv_cache.shape[2]
+
+    def _bytes_per_block(self) -> int:
+        layer = self.attention_layers[0]
+        itemsize = torch.empty((), dtype=self.model.lm_head.weight.dtype).element_size()
+        return 2 * len(self.attention_layers) * self.block_size * layer.num_kv_heads * layer.head_dim * itemsize
+
+    def _allocate_kv_cache(self) -> torch.Tensor:
+        num_blocks = self.config.num_kvcache_blocks
+        if num_blocks is None:
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                budget = free * self.config.gpu_memory_utilization - self._activation_bytes()
+            else:
+                budget = self.config.kv_cache_memory_gb * 2**30
+            num_blocks = int(budget // self._bytes_per_block())
+        if num_blocks < 1:
+            raise ValueError("no memory left for the KV cache: lower max_num_batched_tokens or use a smaller model")
+        layer = self.attention_layers[0]
+        dtype = self.model.lm_head.weight.dtype
+        # (k/v, layers, num_blocks, block_size, num_kv_heads, head_dim); each layer gets views into it
+        kv_cache = torch.zeros(
+            2, len(self.attention_layers), num_blocks, self.block_size, layer.num_kv_heads, layer.head_dim,
+            dtype=dtype, device=self.device,
+        )
+        for i, layer in enumerate(self.attention_layers):
+            layer.k_cache, layer.v_cache = kv_cache[0, i], kv_cache[1, i]
+        return kv_cache
+
+    def _activation_bytes(self) -> int:
+        """A generous bound on a prefill step's activations: logits-free hidden states and MLP intermediates."""
+        config = self.model.config
+        width = max(config.intermediate_size * 2, config.hidden_size * 4)
+        itemsize = self.model.lm_head.weight.element_size()
+        return 4 * self.config.max_num_batched_tokens * width * itemsize
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy-on-write for forked sequences: the KV of block src into block dst, in every layer."""
+        if pairs:
+            src, dst = (torch.tensor(x, device=self.device) for x in zip(*pairs))
+            self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch, sample_rows: list[int]) -> torch.Tensor:
+        """Runs one step; returns fp32 logits (len(sample_rows), vocab) for the listed batch rows."""
+        if batch.is_prefill:
+            input_ids, positions, logits_index = self._prepare_prefill(batch)
+            logits_index = logits_index[sample_rows]
+        else:
+            input_ids, positions = self._prepare_decode(batch)
+            logits_index = torch.tensor(sample_rows, device=self.device)
+        try:
+            hidden_states = self.model(input_ids, positions)
+            return self.model.compute_logits(hidden_states[logits_index]).float()
+        finally:
+            reset_context()
+
+    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        return [block_table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)]
+
+    def _block_tables(self, batch: ScheduledBatch) -> torch.Tensor:
+        width = max(len(seq.block_table) for seq in batch.seqs)
+        rows = [seq.block_table + [-1] * (width - len(seq.block_table)) for seq in batch.seqs]
+        return torch.tensor(rows, dtype=torch.int32, device=self.device)
+
+    def _prepare_prefill(self, batch: ScheduledBatch):
+        input_ids, positions, slots, cu_q, cu_k, last = [], [], [], [0], [0], []
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + num_new
+            input_ids += seq.token_ids[start:end]
+            positions += range(start, end)
+            slots += self._slots(seq.block_table, start, end)
+            cu_q.append(cu_q[-1] + num_new)
+            cu_k.append(cu_k[-1] + end)
+            last.append(cu_q[-1] - 1)
+        as_tensor = lambda x, dtype: torch.tensor(x, dtype=dtype, device=self.device)  # noqa: E731
+        set_context(
+            is_prefill=True,
+            cu_seqlens_q=as_tensor(cu_q, torch.int32),
+            cu_seqlens_k=as_tensor(cu_k, torch.int32),
+            max_seqlen_q=max(batch.num_new_tokens),
+            max_seqlen_k=max(b - a for a, b in zip(cu_k, cu_k[1:])),
+            slot_mapping=as_tensor(slots, torch.int64),
+            block_tables=self._block_tables(batch) if cu_k != cu_q else None,  # None: no cached prefix to read
+        )
+        return as_tensor(input_ids, torch.int64), as_tensor(positions, torch.int64), as_tensor(last, torch.int64)
+
+    def _prepare_decode(self, batch: ScheduledBatch):
+        input_ids = [seq.token_ids[-1] for seq in batch.seqs]
+        positions = [len(seq) - 1 for seq in batch.seqs]
+        slots = [self._slots(seq.block_table, len(seq) - 1, len(seq))[0] for seq in batch.seqs]
+        set_context(
+            is_prefill=False,
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=self.device),
+            context_lens=torch.tensor([len(seq) for seq in batch.seqs], dtype=torch.int32, device=self.device),
+            block_tables=self._block_tables(batch),
+        )
+        ids = torch.tensor(input_ids, dtype=torch.int64, device=self.device)
+        return ids, torch.tensor(positions, dtype=torch.int64, device=self.device)

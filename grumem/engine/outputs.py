@@ -1,0 +1,37 @@
+"""What the engine returns per request: exact token ids, logprobs and roles, plus run statistics."""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    token_ids: list[int]
+    logprobs: list[float]  # of each output token under the distribution it was sampled from
+    roles: list[int]  # TokenRole per output token: SAMPLED, CHOICE or FORCED
+    finish_reason: str  # "stop" (eos / stop token / end of the constrained format), "length", or "error"
+    gates: dict[str, str] = field(default_factory=dict)  # gate values chosen under a constraint
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
+    error: str | None = None  # set when the request was rejected or failed; the others are unaffected
+
+
+@dataclass
+class EngineStats:
+    num_prefill_tokens: int = 0  # tokens computed in prefill steps
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
+    num_decode_tokens: int = 0
+    num_prefill_steps: int = 0
+    num_decode_steps: int = 0
+    num_preemptions: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds

@@ -1,0 +1,52 @@
+"""Sampler: constraint mask -> temperature -> top-p -> exponential-race sampling, with the sampled token's logprob.
+
+The logprob is taken under the distribution actually sampled from (after the mask, temperature and top-p); greedy
+rows report it under the masked distribution at temperature 1, and forced tokens have logprob 0.
+"""
+import torch
+
+
+class Sampler:
+    def __init__(self, seed: int, device: torch.device):
+        self.generator = torch.Generator(device=device).manual_seed(seed)  # rows without a per-request seed
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        logits: torch.Tensor,  # (num_rows, vocab) fp32
+        temperatures: list[float],
+        top_ps: list[float],
+        generators: list[torch.Generator | None],
+        allowed: torch.Tensor | None = None,  # (num_rows, vocab) bool
+        forced_ids: list[int] | None = None,  # -1 = not forced
+    ) -> tuple[list[int], list[float]]:
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        temps = torch.tensor(temperatures, device=logits.device).unsqueeze(1)
+        greedy = temps == 0
+        scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)
+        if any(p < 1.0 for p in top_ps):
+            scaled = _top_p_filter(scaled, torch.tensor(top_ps, device=logits.device).unsqueeze(1))
+        logprobs = scaled.log_softmax(dim=-1)
+        noise = torch.stack([self._exponential(logits, g) for g in generators])
+        sampled = (logprobs - noise.log()).argmax(dim=-1)  # argmax p / E, E ~ Exp(1): a draw from p
+        token_ids = torch.where(greedy.squeeze(1), logprobs.argmax(dim=-1), sampled)
+        token_logprobs = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+        ids, lps = token_ids.tolist(), token_logprobs.tolist()
+        if forced_ids is not None:
+            for i, forced in enumerate(forced_ids):
+                if forced >= 0:
+                    ids[i], lps[i] = forced, 0.0
+        return ids, lps
+
+    def _exponential(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.empty(logits.shape[1], device=logits.device).exponential_(generator=generator or self.generator)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Keeps the smallest set of most likely tokens whose probability reaches top_p (at least one)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already enough
+    drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))

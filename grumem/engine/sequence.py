@@ -1,0 +1,72 @@
+"""A sequence in flight: its token ids, KV blocks, sampling state and what it produced."""
+import itertools
+from enum import Enum, auto
+
+import torch
+
+from grumem.engine.sampling_params import SamplingParams
+
+
+class SequenceStatus(Enum):
+    WAITING = auto()
+    RUNNING = auto()
+    FINISHED = auto()
+
+
+class TokenRole:
+    """What produced an output token; the trainer masks FORCED tokens out of the loss."""
+
+    SAMPLED, CHOICE, FORCED = 0, 1, 2
+
+
+class Sequence:
+    _counter = itertools.count()
+
+    def __init__(
+        self, token_ids: list[int], params: SamplingParams, request_id: str, index: int = 0,
+        device: torch.device | str = "cpu",
+    ):
+        self.seq_id = next(Sequence._counter)
+        self.request_id, self.index = request_id, index
+        self.token_ids = list(token_ids)
+        self.num_prompt_tokens = len(token_ids)
+        self.params = params
+        self.status = SequenceStatus.WAITING
+        self.block_table: list[int] = []
+        self.num_computed_tokens = 0  # tokens whose KV is in the cache
+        self.num_marked_blocks = 0  # leading blocks the block manager has marked computed
+        self.num_prefix_cached_tokens = 0  # prompt tokens served by the prefix cache at first admission
+        self.output_logprobs: list[float] = []
+        self.output_roles: list[int] = []
+        self.finish_reason: str | None = None
+        self.constraint_state = None  # set by the engine when params.constraint is on
+        # forked samples of one request draw different tokens from one seed
+        self.generator = None
+        if params.seed is not None:
+            self.generator = torch.Generator(device=device).manual_seed(params.seed * 65537 + index)
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == SequenceStatus.FINISHED
+
+    def num_blocks(self, block_size: int) -> int:
+        return (len(self.token_ids) + block_size - 1) // block_size
+
+    def block_tokens(self, i: int, block_size: int) -> list[int]:
+        return self.token_ids[i * block_size : (i + 1) * block_size]
+
+    def append_token(self, token_id: int, logprob: float, role: int) -> None:
+        self.token_ids.append(token_id)
+        self.output_logprobs.append(logprob)
+        self.output_roles.append(role)
