@@ -6,7 +6,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 from grumem.engine.context import reset_context, set_context
 
 TINY = dict(
-    vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    vocab_size=49152,  # SmolLM2's vocabulary, so its tokenizer drives the tiny models too
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
 )
 
@@ -29,6 +30,9 @@ def _seed():
 
 
 def save_hf_checkpoint(config, folder) -> str:
+    """A random-weight HF checkpoint with SmolLM2's tokenizer beside it."""
+    from grumem.engine.models.registry import load_tokenizer
+
     torch.manual_seed(1234)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # HF zero-inits biases; random ones test that they are loaded
@@ -36,6 +40,7 @@ def save_hf_checkpoint(config, folder) -> str:
             if name.endswith(".bias"):
                 param.normal_(0, 0.1)
     model.save_pretrained(folder)
+    load_tokenizer().save_pretrained(folder)
     return str(folder)
 
 

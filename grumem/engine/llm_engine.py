@@ -124,10 +124,14 @@ class LLMEngine:
                 self.scheduler.finish_prefill(seq)
 
     def _sample_and_append(self, logits: torch.Tensor, rows: list[tuple[int, list[Sequence]]]) -> None:
+        if not rows:
+            return  # a prefill step that completed no prompt
         for _, seqs in rows:
             seqs += self._fork(seqs[0])
         seqs = [seq for _, group in rows for seq in group]
-        logits = logits.repeat_interleave(torch.tensor([len(g) for _, g in rows], device=logits.device), dim=0)
+        if len(seqs) > len(rows):
+            repeats = torch.tensor([len(g) for _, g in rows], device=logits.device)
+            logits = logits.repeat_interleave(repeats, dim=0)
         masks = [seq.constraint_state.next_mask() if seq.constraint_state else (None, -1) for seq in seqs]
         allowed = None
         if any(row is not None for row, _ in masks):

@@ -1,0 +1,204 @@
+"""The engine end to end on real weights: greedy output equals transformers, prefix caching, fork, preemption."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import forward_logits
+from grumem.engine import LLM, SamplingParams, TokenRole
+
+GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+
+
+def hf_greedy(path: str, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None  # run the full length through EOS, like ignore_eos
+    outputs = []
+    for prompt in prompts:  # one at a time: no padding effects in the oracle
+        ids = model.generate(torch.tensor([prompt]), max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
+        outputs.append(ids[0, len(prompt):].tolist())
+    return outputs
+
+
+def prompts_with_shared_prefix(num: int, prefix_len: int, suffix_len: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(100, 40000, (prefix_len,), generator=g).tolist()
+    return [prefix + torch.randint(100, 40000, (suffix_len,), generator=g).tolist() for _ in range(num)]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tiny_llama_path):
+    return LLM(tiny_llama_path, num_kvcache_blocks=256, kvcache_block_size=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tiny_llama_path):
+    prompts = prompts_with_shared_prefix(4, 40, 9) + [[7, 8, 9]]
+    return prompts, hf_greedy(tiny_llama_path, prompts, GREEDY.max_tokens)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_greedy_batch_equals_transformers(tiny_llama_path, tiny_reference, backend):
+    prompts, expected = tiny_reference
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=256, attention_backend=backend)
+    outputs = llm.generate(prompts, GREEDY)
+    assert [o.outputs[0].token_ids for o in outputs] == expected
+
+
+def test_greedy_one_at_a_time_with_prefix_hits_equals_transformers(tiny_llm, tiny_reference):
+    prompts, expected = tiny_reference
+    for prompt, reference in zip(prompts, expected):
+        assert tiny_llm.generate([prompt], GREEDY)[0].outputs[0].token_ids == reference
+    again = tiny_llm.generate([prompts[0]], GREEDY)[0]  # its blocks are all cached now
+    assert again.num_cached_tokens == 48 and again.outputs[0].token_ids == expected[0]
+
+
+def test_chunked_prefill_gives_the_same_tokens(tiny_llama_path, tiny_reference):
+    prompts, expected = tiny_reference
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=256, max_num_batched_tokens=7)  # every prompt split in chunks
+    assert [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)] == expected
+    assert llm.stats.num_prefill_steps > len(prompts)
+
+
+def test_identical_prompts_in_one_step_share_blocks(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=256)
+    prompt = prompts_with_shared_prefix(1, 64, 5)[0]  # 69 tokens: 4 full blocks
+    outputs = llm.generate([prompt] * 4, GREEDY)
+    assert [o.num_cached_tokens for o in outputs] == [0, 64, 64, 64]
+    assert llm.stats.num_prefill_steps == 1 and llm.stats.num_prefill_tokens == 69 + 3 * 5
+    assert len({tuple(o.outputs[0].token_ids) for o in outputs}) == 1
+
+
+def test_shared_prefix_is_computed_once(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=512)
+    prompts = prompts_with_shared_prefix(16, 64, 20)
+    llm.generate(prompts, GREEDY)
+    assert llm.stats.num_cached_tokens == 15 * 64
+    assert llm.stats.num_prefill_tokens == 64 + 16 * 20
+
+
+def test_fork_shares_prompt_blocks_and_copies_the_partial_one(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64)
+    prompt = prompts_with_shared_prefix(1, 40, 0)[0]  # 2 full blocks + 8 tokens
+    request_id = llm.add_request(prompt, SamplingParams(temperature=1.0, max_tokens=4, n=4, seed=3))
+    llm.step()  # prefill once, then fork
+    seqs = llm.requests[request_id].seqs
+    assert len(seqs) == 4 and llm.stats.num_prefill_tokens == 40
+    tables = [seq.block_table for seq in seqs]
+    assert all(t[:2] == tables[0][:2] for t in tables)  # full blocks shared
+    assert len({t[2] for t in tables}) == 4  # the partial block is each sample's own copy
+    assert llm.block_manager.blocks[tables[0][0]].ref_count == 4
+    torch.testing.assert_close(llm.model_runner.kv_cache[:, :, tables[1][2], :8],
+                               llm.model_runner.kv_cache[:, :, tables[0][2], :8])
+    while llm.has_unfinished_requests():
+        finished = llm.step()
+    (output,) = finished
+    assert [c.index for c in output.outputs] == [0, 1, 2, 3]
+    assert len({tuple(c.token_ids) for c in output.outputs}) > 1  # different samples from one seed
+    assert llm.block_manager.num_free_blocks == 64
+
+
+def test_forked_samples_continue_like_fresh_requests(tiny_llama_path):
+    """A fork's decode over shared and copied blocks equals a request prefilled on its own."""
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64)
+    prompt = prompts_with_shared_prefix(1, 37, 0)[0]
+    forked = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=8, n=3, ignore_eos=True))[0]
+    single = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
+    assert all(c.token_ids == single.outputs[0].token_ids for c in forked.outputs)
+
+
+def test_preemption_keeps_every_request_and_its_greedy_output(tiny_llama_path):
+    prompts = [prompts_with_shared_prefix(1, 60, 0, seed=i)[0] for i in range(4)]
+    expected = hf_greedy(tiny_llama_path, prompts, GREEDY.max_tokens)
+    # 4 prompts take 16 blocks; crossing 64 tokens in decode needs 4 more, and only 2 are left
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=18)
+    outputs = llm.generate(prompts, GREEDY)
+    assert llm.stats.num_preemptions > 0
+    assert [o.outputs[0].token_ids for o in outputs] == expected
+    assert llm.block_manager.num_free_blocks == 18
+
+
+def test_logprobs_equal_a_full_forward(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64)
+    prompt = prompts_with_shared_prefix(1, 20, 0)[0]
+    output = llm.generate([prompt], SamplingParams(temperature=0.7, top_p=1.0, max_tokens=10, seed=5))[0]
+    completion = output.outputs[0]
+    logits = forward_logits(llm.model_runner.model, [prompt + completion.token_ids])[0]
+    expected = (logits[len(prompt) - 1 : -1] / 0.7).log_softmax(-1)
+    expected = expected.gather(1, torch.tensor(completion.token_ids)[:, None]).squeeze(1)
+    torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_constrained_output_is_always_parseable(tiny_llama_path):
+    """A random-weight model writes the full turn format under the constraint."""
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=256)
+    params = SamplingParams(temperature=1.0, max_tokens=80, seed=0, constraint="format", max_think_tokens=12,
+                            max_memory_tokens=12)
+    outputs = llm.generate(prompts_with_shared_prefix(6, 10, 10), params)
+    pattern = (r"^<think>.*</think>\n<check>(yes|no)</check>\n<update>.*</update>\n<next>(continue|end)</next>"
+               r"<\|im_end\|>$")
+    import re
+
+    for output in outputs:
+        completion = output.outputs[0]
+        text = llm.tokenizer.decode(completion.token_ids)
+        match = re.match(pattern, text, re.S)
+        assert match, text
+        assert completion.finish_reason == "stop"
+        assert completion.gates == {"check": match.group(1), "next": match.group(2)}
+        roles = completion.roles
+        assert roles.count(TokenRole.CHOICE) == 2 and roles[0] == TokenRole.FORCED
+        forced_lps = [lp for lp, r in zip(completion.logprobs, roles) if r == TokenRole.FORCED]
+        assert forced_lps == [0.0] * len(forced_lps)
+
+
+def test_bad_requests_fail_alone(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64, max_model_len=128)
+    good = [5, 6, 7]
+    prompts = [good, [], [1] * 200, [3, 10**6], good]
+    outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=4))
+    errors = [o.error for o in outputs]
+    assert errors[0] is None and errors[4] is None
+    assert "empty prompt" in errors[1]
+    assert "max_model_len=128" in errors[2]
+    assert "outside the vocabulary" in errors[3]
+    assert outputs[0].outputs[0].token_ids == outputs[4].outputs[0].token_ids
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        SamplingParams(max_tokens=0)
+
+
+def test_kv_exhaustion_fails_only_the_request_that_cannot_fit(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=8)
+    pinned_prompt = prompts_with_shared_prefix(1, 96, 1)[0]
+    llm.generate([pinned_prompt], GREEDY)
+    pinned = llm.pin_prefix(pinned_prompt)  # 6 of the 8 blocks are now held
+    assert len(pinned) == 6
+    outputs = llm.generate([prompts_with_shared_prefix(1, 60, 0, seed=9)[0], [4, 5]], GREEDY)
+    assert "KV cache exhausted" in outputs[0].error
+    assert outputs[1].error is None and len(outputs[1].outputs[0].token_ids) == GREEDY.max_tokens
+    llm.unpin(pinned)
+    assert llm.block_manager.num_free_blocks == 8
+
+
+def test_update_weights_changes_output_and_resets_the_cache(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64)
+    prompt = prompts_with_shared_prefix(1, 40, 0)[0]
+    before = llm.generate([prompt], GREEDY)[0].outputs[0].token_ids
+    model = llm.model_runner.model
+    head = model.lm_head.weight.detach().clone()
+    llm.update_weights([("lm_head.weight", head.flip(0))])
+    assert llm.block_manager.hash_to_block == {}
+    after = llm.generate([prompt], GREEDY)[0]
+    assert after.num_cached_tokens == 0 and after.outputs[0].token_ids != before
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_batch_equals_transformers(smollm2_path):
+    llm = LLM()
+    tokenizer = llm.tokenizer
+    questions = ["What is the capital of France?", "Name three colors.", "What is 12 times 12?"]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=False) for q in questions]
+    expected = hf_greedy(smollm2_path, prompts, 16)
+    outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+    assert [o.outputs[0].token_ids for o in outputs] == expected
+    assert outputs[1].num_cached_tokens > 0  # the shared system prompt
