@@ -28,9 +28,11 @@ class Sampler:
         if any(p < 1.0 for p in top_ps):
             scaled = _top_p_filter(scaled, torch.tensor(top_ps, device=logits.device).unsqueeze(1))
         logprobs = scaled.log_softmax(dim=-1)
-        noise = torch.stack([self._exponential(logits, g) for g in generators])
-        sampled = (logprobs - noise.log()).argmax(dim=-1)  # argmax p / E, E ~ Exp(1): a draw from p
-        token_ids = torch.where(greedy.squeeze(1), logprobs.argmax(dim=-1), sampled)
+        token_ids = logprobs.argmax(dim=-1)
+        if not greedy.all():
+            noise = torch.stack([self._exponential(logits, g) for g in generators])
+            sampled = (logprobs - noise.log()).argmax(dim=-1)  # argmax p / E, E ~ Exp(1): a draw from p
+            token_ids = torch.where(greedy.squeeze(1), token_ids, sampled)
         token_logprobs = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
         ids, lps = token_ids.tolist(), token_logprobs.tolist()
         if forced_ids is not None:

@@ -23,9 +23,11 @@ def gather_kv_ref(cache: torch.Tensor, block_table: torch.Tensor, length: int) -
     return cache[block_table[:num_blocks].long()].flatten(0, 1)[:length]
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """q (..., num_heads, len_q, head_dim), k/v (..., num_kv_heads, len_k, head_dim), mask broadcastable, True = keep."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """q (batch, num_heads, len_q, head_dim), k/v (batch, num_kv_heads, len_k, head_dim); mask True = keep, None =
+    causal over equal lengths. 4-D contiguous inputs keep torch on its fused (flash) CPU/GPU kernels."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True)
 
 
 def prefill_attention_ref(
@@ -53,10 +55,12 @@ def prefill_attention_ref(
         else:
             k_i = gather_kv_ref(k_cache, block_tables[i], len_k)
             v_i = gather_kv_ref(v_cache, block_tables[i], len_k)
-        rows = torch.arange(len_q, device=q.device).unsqueeze(1) + (len_k - len_q)
-        mask = torch.arange(len_k, device=q.device).unsqueeze(0) <= rows  # (len_q, len_k)
-        q_i = q[cu_q[i] : cu_q[i + 1]].transpose(0, 1)
-        out[cu_q[i] : cu_q[i + 1]] = _attend(q_i, k_i.transpose(0, 1), v_i.transpose(0, 1), mask, scale).transpose(0, 1)
+        mask = None  # causal
+        if len_k != len_q:  # queries sit after a cached prefix: query j sees keys up to len_k - len_q + j
+            rows = torch.arange(len_q, device=q.device).unsqueeze(1) + (len_k - len_q)
+            mask = torch.arange(len_k, device=q.device).unsqueeze(0) <= rows  # (len_q, len_k)
+        q_i, k_i, v_i = (x.transpose(0, 1).unsqueeze(0) for x in (q[cu_q[i] : cu_q[i + 1]], k_i, v_i))
+        out[cu_q[i] : cu_q[i + 1]] = _attend(q_i, k_i, v_i, mask, scale)[0].transpose(0, 1)
     return out
 
 
