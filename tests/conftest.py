@@ -78,3 +78,10 @@ def forward_logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
     finally:
         reset_context()
     return list(logits.split(lens))
+
+
+@pytest.fixture(scope="session")
+def smollm2_llm():
+    from grumem.engine import LLM
+
+    return LLM(kv_cache_memory_gb=1.0)

@@ -1,0 +1,94 @@
+"""Engine throughput on SmolLM2-135M (fp32), side by side with Hugging Face transformers in the same run.
+
+prefill tokens/s at 1K and 4K, decode tokens/s at batch 1 and 16 over 2K tokens of context, and the prefill saved
+when 16 prompts share a 1K-token prefix. Throughputs land in extra_info["tokens_per_s"].
+"""
+import pytest
+import torch
+from transformers import DynamicCache
+
+from conftest import random_prompts
+from grumem.engine import SamplingParams
+
+DECODE_STEPS = 16
+GREEDY_ONE = SamplingParams(temperature=0, max_tokens=1)
+
+
+@pytest.mark.parametrize("length", [1024, 4096])
+@pytest.mark.parametrize("system", ["grumem", "hf"])
+def test_prefill(benchmark, system, length, grumem_llm, hf_model):
+    prompt = random_prompts(1, length, seed=length)[0]
+    if system == "grumem":
+        grumem_llm.reset_prefix_cache()  # measure computation, not the cache
+        run = lambda: (grumem_llm.reset_prefix_cache(), grumem_llm.generate([prompt], GREEDY_ONE))  # noqa: E731
+    else:
+        run = lambda: hf_model(torch.tensor([prompt]), logits_to_keep=1)  # noqa: E731
+    with torch.inference_mode():
+        benchmark.pedantic(run, rounds=2, warmup_rounds=1)
+    benchmark.extra_info["tokens_per_s"] = length / benchmark.stats.stats.mean
+
+
+def _grumem_decode_setup(llm, prompts):
+    params = SamplingParams(temperature=0, max_tokens=DECODE_STEPS + 1, ignore_eos=True)
+    llm.reset_prefix_cache()
+    for prompt in prompts:
+        llm.add_request(prompt, params)
+    while llm.scheduler.waiting:  # prefill everything; the timed part is decode only
+        llm.step()
+
+
+def _hf_decode_setup(model, prompts):
+    cache = DynamicCache()
+    with torch.inference_mode():
+        logits = model(torch.tensor(prompts), past_key_values=cache, logits_to_keep=1).logits
+    return cache, logits[:, -1].argmax(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("system", ["grumem", "hf"])
+def test_decode(benchmark, system, batch, grumem_llm, hf_model):
+    prompts = random_prompts(batch, 2048, seed=batch)
+    if system == "grumem":
+        def setup():
+            _grumem_decode_setup(grumem_llm, prompts)
+            return (), {}
+
+        def run():
+            while grumem_llm.has_unfinished_requests():
+                grumem_llm.step()
+    else:
+        state = {}
+
+        def setup():
+            state["cache"], state["next"] = _hf_decode_setup(hf_model, prompts)
+            return (), {}
+
+        @torch.inference_mode()
+        def run():
+            for _ in range(DECODE_STEPS):
+                logits = hf_model(state["next"], past_key_values=state["cache"]).logits
+                state["next"] = logits[:, -1].argmax(-1, keepdim=True)
+
+    benchmark.pedantic(run, setup=setup, rounds=2)
+    benchmark.extra_info["tokens_per_s"] = batch * DECODE_STEPS / benchmark.stats.stats.mean
+
+
+@pytest.mark.parametrize("system", ["grumem", "hf"])
+def test_shared_prefix_prefill(benchmark, system, grumem_llm, hf_model):
+    """16 prompts = one 1K-token prefix + 64 own tokens: grumem computes the prefix once."""
+    prefix = random_prompts(1, 1024, seed=7)[0]
+    prompts = random_prompts(16, 64, seed=8, prefix=prefix)
+    if system == "grumem":
+        def run():
+            grumem_llm.reset_prefix_cache()
+            before = grumem_llm.stats.num_prefill_tokens
+            grumem_llm.generate(prompts, GREEDY_ONE)
+            benchmark.extra_info["prefill_tokens_computed"] = grumem_llm.stats.num_prefill_tokens - before
+    else:
+        def run():
+            with torch.inference_mode():
+                hf_model(torch.tensor(prompts), logits_to_keep=1)
+            benchmark.extra_info["prefill_tokens_computed"] = 16 * len(prompts[0])
+
+    benchmark.pedantic(run, rounds=1, warmup_rounds=0)
+    benchmark.extra_info["tokens_per_s"] = 16 * len(prompts[0]) / benchmark.stats.stats.mean

@@ -1,0 +1,178 @@
+"""MemoryAgent: the GRU-Mem gated memory loop (and the MemAgent baseline) over many documents at once.
+
+Each document is read chunk by chunk; a finished turn immediately enqueues that document's next turn, so documents
+of different lengths never wait for each other. grumem: the memory changes only on <check>yes</check>, and
+<next>end</next> stops reading (with the exit gate on); memagent: the memory is every turn's whole response.
+"""
+import time
+from dataclasses import replace
+
+from tqdm.auto import tqdm
+
+from grumem.engine.agent_config import AgentConfig
+from grumem.engine.llm import LLM
+from grumem.engine.outputs import CompletionOutput, RequestOutput
+from grumem.engine.prompts import PromptBuilder, extract_boxed, parse_turn
+from grumem.engine.sampling_params import SamplingParams
+from grumem.engine.trajectory import TurnRecord, Trajectory
+from grumem.tasks import Sample, chunk_document, score
+
+NEW_DOCUMENT_PRIORITY, IN_FLIGHT_PRIORITY = 1, 0  # turns of documents already being read go first
+
+
+class _Reader:
+    """One trajectory through one document: its memory, the chunk it is at, and what it recorded."""
+
+    def __init__(self, agent: "MemoryAgent", sample: Sample, traj: Trajectory, seed: int | None):
+        self.agent, self.sample, self.traj, self.seed = agent, sample, traj, seed
+        config = agent.config
+        self.question_ids = agent.prompts.encode(sample.question)
+        self.chunks = chunk_document(sample.context_ids, config.chunk_tokens)
+        self.memory_ids = agent.prompts.no_memory_ids
+        self.chunk_index, self.pinned, self.done = 0, [], False
+        traj.num_chunks = len(self.chunks)
+        traj.evidence_chunks = sample.evidence_chunks(config.chunk_tokens) if sample.evidence_spans else []
+        self.started = time.perf_counter()
+
+    def problem(self) -> str | None:
+        if not self.chunks:
+            return "empty document: nothing to read"
+        if len(self.question_ids) > self.agent.config.chunk_tokens:
+            return (f"question of {len(self.question_ids)} tokens is longer than the chunk budget "
+                    f"({self.agent.config.chunk_tokens} tokens)")
+        return None
+
+    def memory_request(self, n: int = 1) -> tuple[list[int], SamplingParams]:
+        config = self.agent.config
+        prompt = self.agent.prompts.memory_prompt(self.question_ids, self.memory_ids, self.chunks[self.chunk_index])
+        gated = config.mode == "grumem"
+        params = SamplingParams(
+            temperature=config.temperature, top_p=config.top_p, max_tokens=config.memory_turn_tokens, n=n,
+            seed=self._turn_seed(), constraint=config.constraint if gated else None,
+            max_think_tokens=config.max_think_tokens if gated else None,
+            max_memory_tokens=config.memory_tokens if gated else None,
+        )
+        return prompt, params
+
+    def answer_request(self) -> tuple[list[int], SamplingParams]:
+        config = self.agent.config
+        params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.answer_tokens,
+                                seed=self._turn_seed())
+        return self.agent.prompts.answer_prompt(self.question_ids, self.memory_ids), params
+
+    def _turn_seed(self) -> int | None:
+        return None if self.seed is None else self.seed * 1009 + len(self.traj.turns)
+
+    def on_output(self, output: RequestOutput, completion: CompletionOutput, submitted: float):
+        """Records the finished turn; returns the next (prompt, params) or None when the document is done."""
+        is_answer = self.chunk_index >= len(self.chunks)
+        record = TurnRecord(
+            "answer" if is_answer else "memory", -1 if is_answer else self.chunk_index, output.prompt_token_ids,
+            completion.token_ids, completion.logprobs, completion.roles, completion.finish_reason,
+            num_cached_tokens=output.num_cached_tokens, seconds=time.perf_counter() - submitted,
+        )
+        self.traj.turns.append(record)
+        if is_answer:
+            return self._finish_answer(completion)
+        self._update_memory(record)
+        if not self.pinned and self.agent.pin_question:
+            self.pinned = self.agent.llm.pin_prefix(self.agent.prompts.question_prefix(self.question_ids))
+        self.traj.stop_chunk = self.chunk_index
+        stop = self.agent.config.uses_exit_gate and record.next == "end"
+        self.chunk_index = len(self.chunks) if stop else self.chunk_index + 1
+        return self.answer_request() if self.chunk_index >= len(self.chunks) else self.memory_request()
+
+    def _update_memory(self, record: TurnRecord) -> None:
+        ids = record.output_ids
+        if self.agent.config.mode == "memagent":
+            eos = self.agent.llm.eos_token_id
+            self.memory_ids = ids[:-1] if ids and ids[-1] == eos else ids
+        else:
+            turn = parse_turn(ids, self.agent.piece)
+            record.check, record.next, record.well_formed = turn.check, turn.next, turn.well_formed
+            if turn.check == "yes" and turn.memory_ids:
+                self.memory_ids = turn.memory_ids
+        if self.traj.evidence_chunks or self.sample.evidence_spans:
+            record.has_evidence = record.chunk_index in self.traj.evidence_chunks
+        record.memory_tokens = len(self.memory_ids)
+
+    def _finish_answer(self, completion: CompletionOutput) -> None:
+        text = self.agent.llm.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        boxed = extract_boxed(text)
+        self.traj.answer, self.traj.boxed = (boxed if boxed is not None else text).strip(), boxed is not None
+        if self.sample.answers:
+            self.traj.score = score(self.sample, self.traj.answer)
+        self.finish()
+
+    def finish(self, error: str | None = None) -> None:
+        self.traj.error = error
+        self.traj.seconds = time.perf_counter() - self.started
+        if self.pinned:
+            self.agent.llm.unpin(self.pinned)
+            self.pinned = []
+        self.done = True
+
+
+class MemoryAgent:
+    def __init__(self, llm: LLM, config: AgentConfig | None = None, pin_question: bool = True):
+        self.llm, self.config = llm, config or AgentConfig()
+        self.prompts = PromptBuilder(llm.tokenizer, self.config.mode, self.config.layout)
+        self.piece = llm.grammar.piece
+        self.pin_question = pin_question
+
+    def run(self, samples: list[Sample], progress: bool = False) -> list[Trajectory]:
+        """Reads every document once; returns one trajectory per sample, in order."""
+        groups = [[_Reader(self, s, Trajectory(i), self.config.seed)] for i, s in enumerate(samples)]
+        self._drive(groups, progress)
+        return [group[0].traj for group in groups]
+
+    def rollout(self, samples: list[Sample], group_size: int, temperature: float = 1.0, top_p: float = 1.0,
+                seed: int = 0, progress: bool = False) -> list[list[Trajectory]]:
+        """G sampled trajectories per sample; the first turn is prefilled once and forked G ways."""
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        config, self.config = self.config, replace(self.config, temperature=temperature, top_p=top_p)
+        try:
+            groups = [[_Reader(self, s, Trajectory(i, g), seed + 7919 * i + g) for g in range(group_size)]
+                      for i, s in enumerate(samples)]
+            self._drive(groups, progress)
+        finally:
+            self.config = config
+        return [[reader.traj for reader in group] for group in groups]
+
+    def _drive(self, groups: list[list[_Reader]], progress: bool) -> None:
+        pending: dict[str, tuple[list[_Reader], float]] = {}
+        bar = tqdm(total=sum(len(g) for g in groups), desc="documents", disable=not progress)
+
+        def submit(request, readers: list[_Reader], priority: int) -> None:
+            try:
+                request_id = self.llm.add_request(*request, priority=priority)
+            except ValueError as e:
+                return close(readers, str(e))
+            pending[request_id] = (readers, time.perf_counter())
+
+        def close(readers: list[_Reader], error: str | None = None) -> None:
+            for reader in readers:
+                if not reader.done:
+                    reader.finish(error)
+                    bar.update(1)
+
+        for group in groups:
+            problem = group[0].problem()
+            if problem is not None:
+                close(group, problem)
+            else:
+                submit(group[0].memory_request(n=len(group)), group, NEW_DOCUMENT_PRIORITY)
+        while pending:
+            for output in self.llm.step():
+                readers, submitted = pending.pop(output.request_id)
+                if output.error is not None:
+                    close(readers, output.error)
+                    continue
+                for reader, completion in zip(readers, output.outputs):
+                    request = reader.on_output(output, completion, submitted)
+                    if request is None:
+                        close([reader])
+                    else:
+                        submit(request, [reader], IN_FLIGHT_PRIORITY)
+        bar.close()

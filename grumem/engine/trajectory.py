@@ -1,0 +1,45 @@
+"""What the memory loop records: every turn with its exact ids (the rollout contract of the trainer), and results."""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TurnRecord:
+    kind: str  # "memory" or "answer"
+    chunk_index: int  # the chunk read (memory turns); -1 for the answer turn
+    prompt_ids: list[int]
+    output_ids: list[int]
+    logprobs: list[float]
+    roles: list[int]  # TokenRole per output token; FORCED tokens carry no gradient
+    finish_reason: str
+    check: str | None = None  # update gate as written ("yes"/"no"), None when missing
+    next: str | None = None  # exit gate as written ("continue"/"end")
+    well_formed: bool = True
+    has_evidence: bool | None = None  # whether the chunk holds evidence, when the sample is labelled
+    memory_tokens: int = 0  # memory length after this turn
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
+    seconds: float = 0.0  # wall time from enqueue to finish
+
+
+@dataclass
+class Trajectory:
+    """One reading of one document: the memory turns, the answer turn and the outcome."""
+
+    sample_index: int
+    group_index: int = 0  # which of the G rollouts of its sample
+    turns: list[TurnRecord] = field(default_factory=list)
+    num_chunks: int = 0
+    evidence_chunks: list[int] = field(default_factory=list)
+    answer: str = ""
+    boxed: bool = False  # the answer came inside \boxed{}
+    score: float | None = None  # task metric against the gold answers, None when there are none
+    stop_chunk: int = -1  # last chunk read
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def memory_turns(self) -> list[TurnRecord]:
+        return [t for t in self.turns if t.kind == "memory"]
+
+    @property
+    def format_ok(self) -> bool:
+        return all(t.well_formed for t in self.memory_turns)
