@@ -20,6 +20,32 @@ def hf_model():
     return AutoModelForCausalLM.from_pretrained(checkpoint_path(DEFAULT_MODEL), dtype=torch.float32).eval()
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("grumem benchmarks")
+    group.addoption("--questions", type=int, default=16, help="bench_agent: questions per system")
+    group.addoption("--length", type=int, default=8192, help="bench_agent: context tokens per question")
+    group.addoption("--task", default="niah_single_1", help="bench_agent: task name")
+
+
+_AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}
+
+
+@pytest.fixture(scope="session")
+def agent_results() -> dict:
+    return _AGENT_RESULTS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _AGENT_RESULTS:
+        return
+    base = _AGENT_RESULTS.get("memagent-hf-plain", (None,))[0]
+    terminalreporter.section("memory loop, side by side")
+    for system, (seconds, accuracy, n) in _AGENT_RESULTS.items():
+        speedup = f"{base / seconds:5.2f}x" if base else "  -  "
+        terminalreporter.write_line(f"{system:26s} {seconds:8.1f} s  {seconds / n:7.1f} s/question  "
+                                    f"speed-up {speedup}  accuracy {accuracy:.2f} ({n} questions)")
+
+
 def random_prompts(num: int, length: int, seed: int = 0, prefix: list[int] | None = None) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     return [(prefix or []) + torch.randint(100, 40000, (length,), generator=g).tolist() for _ in range(num)]

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from grumem.engine import LLM, AgentConfig, MemoryAgent
+from grumem.engine import LLM, AgentConfig, MemoryAgent, paper_preset
 from grumem.engine.models.registry import DEFAULT_MODEL
 from grumem.evaluation import format_table, summarize
 from grumem.tasks import TASKS, Sample, make_samples
@@ -38,16 +38,19 @@ def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
     g.add_argument("--answer-tokens", type=int, default=48)
     g.add_argument("--constraint", default="format", choices=["format", "gates", "none"])
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--paper", action="store_true", help="the paper's sizes: chunk 5000, memory, think and answer 1024")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of tables")
 
 
 def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -> AgentConfig:
-    return AgentConfig(
+    settings = dict(
         mode=mode or args.mode, exit_gate=(not args.no_exit_gate) if exit_gate is None else exit_gate,
-        layout=args.layout, chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens,
-        max_think_tokens=args.think_tokens, answer_tokens=args.answer_tokens,
-        constraint=None if args.constraint == "none" else args.constraint,
+        layout=args.layout, constraint=None if args.constraint == "none" else args.constraint,
     )
+    if args.paper:
+        return paper_preset(**settings)
+    return AgentConfig(**settings, chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens,
+                       max_think_tokens=args.think_tokens, answer_tokens=args.answer_tokens)
 
 
 def make_llm(args) -> LLM:

@@ -69,13 +69,6 @@ def scripted(chunk, memory):
     return turn("yes", "MEM-C", "continue")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from grumem.engine.models.registry import load_tokenizer
-
-    return load_tokenizer()
-
-
 def run(tokenizer, script, **config):
     llm = ScriptedLLM(tokenizer, script)
     agent = MemoryAgent(llm, AgentConfig(chunk_tokens=8, **config))

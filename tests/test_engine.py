@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import forward_logits
+from helpers import forward_logits
 from grumem.engine import LLM, SamplingParams, TokenRole
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import forward_logits
+from helpers import forward_logits
 from grumem.engine.models.registry import load_model, load_tokenizer
 
 # NOTE: fp32 differences come only from summation order (SDPA vs per-sequence attention, fused qkv matmul)
@@ -52,7 +52,7 @@ def test_tiny_half_precision_close_to_transformers(tiny_qwen2_path, dtype):
 def test_rope_scaling_matches_transformers(tmp_path, rope_parameters):
     from transformers import LlamaConfig
 
-    from conftest import TINY, save_hf_checkpoint
+    from helpers import TINY, save_hf_checkpoint
 
     config = LlamaConfig(**TINY, rope_parameters={**rope_parameters, "rope_theta": 1e4}, architectures=["LlamaForCausalLM"])
     path = save_hf_checkpoint(config, tmp_path)

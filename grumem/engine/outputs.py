@@ -31,7 +31,3 @@ class EngineStats:
     num_preemptions: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-
-    @property
-    def wall_seconds(self) -> float:
-        return self.prefill_seconds + self.decode_seconds

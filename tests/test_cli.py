@@ -1,0 +1,42 @@
+"""The command line on the real model: run prints a table, ask answers files and reports bad ones alone."""
+import json
+
+import pytest
+
+from grumem.cli import main
+
+SMALL = ["--chunk-tokens", "256", "--memory-tokens", "16", "--think-tokens", "4", "--answer-tokens", "12",
+         "--kv-cache-gb", "0.5"]
+
+
+def test_run_prints_a_result_table(capsys, smollm2_path):
+    main(["run", "--tasks", "niah_single_2", "--length", "2048", "--num-samples", "1", *SMALL])
+    out = capsys.readouterr().out
+    header, rule, row = out.strip().splitlines()[-3:]
+    assert "accuracy" in header and "update_recall" in header
+    assert row.split()[:2] == ["niah_single_2", "2048"]
+
+
+def test_ask_batch_answers_good_lines_and_reports_bad_ones(tmp_path, capsys, smollm2_path):
+    good = tmp_path / "good.txt"
+    good.write_text("The vault code is 4711. " * 20)
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\xff\xfe\x00 not text")
+    batch = tmp_path / "batch.jsonl"
+    lines = [{"document": str(good), "question": "What is the vault code?", "answers": ["4711"]},
+             {"document": str(bad), "question": "Anything?"},
+             {"document": str(tmp_path / "missing.txt"), "question": "Where?"},
+             {"context": "", "question": "Empty?"}]
+    batch.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    main(["ask", "--batch", str(batch), "--json", *SMALL])
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(records) == 4
+    assert records[0]["error"] is None and records[0]["answer"] and "correct" in records[0]
+    assert "not UTF-8" in records[1]["error"]
+    assert "cannot read" in records[2]["error"]
+    assert "empty document" in records[3]["error"]
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown task|niah_single_1"):
+        main(["run", "--tasks", "no_such_task", "--num-samples", "1", "--kv-cache-gb", "0.1"])
