@@ -202,3 +202,15 @@ def test_smollm2_greedy_batch_equals_transformers(smollm2_path):
     outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
     assert [o.outputs[0].token_ids for o in outputs] == expected
     assert outputs[1].num_cached_tokens > 0  # the shared system prompt
+
+
+def test_admission_prefers_prompts_with_a_cached_prefix(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64, max_num_seqs=1)
+    warm = prompts_with_shared_prefix(1, 32, 3, seed=1)[0]
+    llm.generate([warm], GREEDY)  # its first two blocks are now cached
+    cold_id = llm.add_request(prompts_with_shared_prefix(1, 32, 3, seed=2)[0], GREEDY)
+    warm_id = llm.add_request(warm[:32] + [11, 12, 13], GREEDY)  # arrives later, same priority
+    finished = []
+    while llm.has_unfinished_requests():
+        finished += [o.request_id for o in llm.step()]
+    assert finished == [warm_id, cold_id]

@@ -27,7 +27,7 @@ class Scheduler:
         self.block_manager = block_manager
         self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
         self.waiting: list[Sequence] = []
-        self._waiting_keys: list[tuple[int, int]] = []
+        self._waiting_keys: list[tuple[int, bool, int]] = []
         self.running: list[Sequence] = []
         self.num_preemptions = 0
         self.num_cached_tokens = 0  # tokens served by the prefix cache at admission
@@ -37,8 +37,10 @@ class Scheduler:
         return not self.waiting and not self.running
 
     def add(self, seq: Sequence, priority: int = 0) -> None:
-        """Lower priority values are admitted first; FIFO within a priority."""
-        key = (priority, next(self._arrival))
+        """Lower priority values are admitted first; within a priority, prompts whose first block is cached (cheap
+        to prefill, and their cached blocks could be evicted while they wait), then FIFO."""
+        cold = not self.block_manager.cached_prefix(seq.token_ids, 1)
+        key = (priority, cold, next(self._arrival))
         i = bisect.bisect(self._waiting_keys, key)
         self._waiting_keys.insert(i, key)
         self.waiting.insert(i, seq)
