@@ -5,7 +5,6 @@
 """
 import itertools
 import time
-from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -16,20 +15,11 @@ from grumem.engine.constraint import GateGrammar, GateState
 from grumem.engine.loader import load_named_tensors
 from grumem.engine.model_runner import ModelRunner
 from grumem.engine.models.registry import DEFAULT_MODEL, load_tokenizer
-from grumem.engine.outputs import CompletionOutput, EngineStats, RequestOutput
+from grumem.engine.outputs import EngineStats, RequestOutput
 from grumem.engine.sampler import Sampler
 from grumem.engine.scheduler import ScheduledBatch, Scheduler
 from grumem.engine.sampling_params import SamplingParams
-from grumem.engine.sequence import Sequence, TokenRole
-
-
-@dataclass
-class Request:
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    seqs: list[Sequence] = field(default_factory=list)
-    forked: bool = False
+from grumem.engine.sequence import Request, Sequence, TokenRole
 
 
 class LLMEngine:
@@ -197,22 +187,11 @@ class LLMEngine:
         for other in request.seqs:
             if not other.is_finished:
                 self.scheduler.finish(other, "error")
-        return [self._request_output(request, error)] + self._collect_finished()
+        return [request.to_output(error)] + self._collect_finished()
 
     def _collect_finished(self) -> list[RequestOutput]:
         done = [r for r in self.requests.values() if len(r.seqs) == r.params.n and all(s.is_finished for s in r.seqs)]
-        return [self._request_output(self.requests.pop(r.request_id)) for r in done]
-
-    @staticmethod
-    def _request_output(request: Request, error: str | None = None) -> RequestOutput:
-        outputs = [
-            CompletionOutput(s.index, s.output_token_ids, s.output_logprobs, s.output_roles,
-                             "error" if error else s.finish_reason,
-                             dict(s.constraint_state.gates) if s.constraint_state else {})
-            for s in sorted(request.seqs, key=lambda s: s.index)
-        ]
-        cached = request.seqs[0].num_prefix_cached_tokens
-        return RequestOutput(request.request_id, request.prompt_token_ids, outputs, cached, error)
+        return [self.requests.pop(r.request_id).to_output() for r in done]
 
     # --- batch API ------------------------------------------------------------------------------------------
     def generate(

@@ -1,9 +1,11 @@
-"""A sequence in flight: its token ids, KV blocks, sampling state and what it produced."""
+"""A sequence in flight (token ids, KV blocks, sampling state, what it produced) and the request that owns it."""
 import itertools
+from dataclasses import dataclass, field
 from enum import Enum, auto
 
 import torch
 
+from grumem.engine.outputs import CompletionOutput, RequestOutput
 from grumem.engine.sampling_params import SamplingParams
 
 
@@ -70,3 +72,24 @@ class Sequence:
         self.token_ids.append(token_id)
         self.output_logprobs.append(logprob)
         self.output_roles.append(role)
+
+
+@dataclass
+class Request:
+    """One prompt and its n sequences (one, or n after the prompt's prefill forks)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence] = field(default_factory=list)
+    forked: bool = False
+
+    def to_output(self, error: str | None = None) -> RequestOutput:
+        outputs = [
+            CompletionOutput(s.index, s.output_token_ids, s.output_logprobs, s.output_roles,
+                             "error" if error else s.finish_reason,
+                             dict(s.constraint_state.gates) if s.constraint_state else {})
+            for s in sorted(self.seqs, key=lambda s: s.index)
+        ]
+        return RequestOutput(self.request_id, self.prompt_token_ids, outputs, self.seqs[0].num_prefix_cached_tokens,
+                             error)
