@@ -40,3 +40,12 @@ def test_ask_batch_answers_good_lines_and_reports_bad_ones(tmp_path, capsys, smo
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(SystemExit, match="unknown task|niah_single_1"):
         main(["run", "--tasks", "no_such_task", "--num-samples", "1", "--kv-cache-gb", "0.1"])
+
+
+def test_eval_compares_the_three_modes(capsys, smollm2_path):
+    main(["eval", "--tasks", "niah_single_2", "--lengths", "2048", "--num-samples", "1", *SMALL, "--json"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["task"] == "niah_single_2" and row["length"] == 2048
+    for name in ("memagent", "grumem w/o EG", "grumem w EG"):
+        assert 0.0 <= row[f"{name} acc"] <= 1.0 and row[f"{name} s"] > 0
+    assert row["speedup w EG"] == pytest.approx(row["memagent s"] / row["grumem w EG s"])
