@@ -8,6 +8,6 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 sources = sorted(glob.glob("csrc/*.cpp"))
-ext_modules = [CppExtension("grumem._C", sources, extra_compile_args=["-O3", "-march=native", "-fopenmp"], extra_link_args=["-fopenmp"])]
+ext_modules = [CppExtension("grumem._C", sources, extra_compile_args=["-O3", "-march=native", "-ffast-math", "-fopenmp"], extra_link_args=["-fopenmp"])]
 
 setup(ext_modules=ext_modules if sources else [], cmdclass={"build_ext": BuildExtension})

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "ops.h"
@@ -15,7 +14,8 @@
 namespace {
 
 constexpr int64_t kChunk = 256;  // tokens per task: enough work to amortise a task, enough tasks for batch 1
-constexpr int64_t kLanes = 16;   // independent partial sums, so the compiler vectorises without reassociating
+constexpr int64_t kLanes = 16;
+constexpr int64_t kPrefetchDistance = 8;  // rows ahead   // independent partial sums, so the compiler vectorises without reassociating
 
 template <typename scalar_t>
 inline float dot(const float* q, const scalar_t* k, int64_t n) {
@@ -49,7 +49,14 @@ void decode_chunk(const float* qf, const scalar_t* k_cache, const scalar_t* v_ca
   auto row = [&](const scalar_t* cache, int64_t t) {
     return cache + block_table[t / s.block_size] * s.block_stride() + (t % s.block_size) * s.row_stride();
   };
+  const int64_t row_bytes = s.row_stride() * sizeof(scalar_t);
+  auto prefetch_row = [&](const scalar_t* cache, int64_t t) {  // blocks sit in random order: help the prefetcher
+    if (t >= t1) return;
+    const char* p = reinterpret_cast<const char*>(row(cache, t));
+    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(p + b);
+  };
   for (int64_t t = t0; t < t1; ++t) {
+    prefetch_row(k_cache, t + kPrefetchDistance);
     const scalar_t* k = row(k_cache, t);
     for (int64_t h = 0; h < s.num_heads; ++h)
       scores[h * n + t - t0] = dot(qf + h * s.head_dim, k + (h / group) * s.head_dim, s.head_dim);
@@ -65,6 +72,7 @@ void decode_chunk(const float* qf, const scalar_t* k_cache, const scalar_t* v_ca
     std::fill(p + 2, p + width, 0.f);
   }
   for (int64_t t = t0; t < t1; ++t) {
+    prefetch_row(v_cache, t + kPrefetchDistance);
     const scalar_t* v = row(v_cache, t);
     for (int64_t h = 0; h < s.num_heads; ++h)
       axpy(scores[h * n + t - t0], v + (h / group) * s.head_dim, partial + h * width + 2, s.head_dim);
@@ -76,8 +84,8 @@ template <typename scalar_t>
 void merge_chunks(const float* partials, int64_t num_chunks, const Shape& s, scalar_t* out) {
   const int64_t width = s.head_dim + 2, stride = s.num_heads * width;
   for (int64_t h = 0; h < s.num_heads; ++h) {
-    float max_score = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < num_chunks; ++c) max_score = std::max(max_score, partials[c * stride + h * width]);
+    float max_score = partials[h * width];  // finite: every chunk holds a token (and -ffast-math assumes no inf)
+    for (int64_t c = 1; c < num_chunks; ++c) max_score = std::max(max_score, partials[c * stride + h * width]);
     float sum = 0.f;
     std::vector<float> acc(s.head_dim, 0.f);
     for (int64_t c = 0; c < num_chunks; ++c) {
