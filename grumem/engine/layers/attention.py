@@ -1,7 +1,7 @@
 """Attention layer over the paged KV cache, and the attention-backend interface.
 
 A backend supplies three ops with the signatures of kernels/reference.py: store_kvcache, prefill_attention and
-paged_attention_decode. "torch" is the reference (any device); "cpu" swaps in the C++ ops of csrc/ where built.
+paged_attention_decode. "torch" is the reference (any device); "cpu" swaps in the C++ decode op of csrc/ and a split prefill.
 Triton and flash-attn backends register themselves with `register_backend`; the engine Config picks one by name.
 """
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ from torch import nn
 
 from grumem.engine.context import get_context
 from grumem.kernels import cpp_ops, reference
+from grumem.kernels.prefill_cpu import prefill_attention_cpu
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ BACKENDS: dict[str, AttentionBackend] = {
     "torch": AttentionBackend(
         reference.store_kvcache_ref, reference.prefill_attention_ref, reference.paged_attention_decode_ref
     ),
-    "cpu": AttentionBackend(reference.store_kvcache_ref, reference.prefill_attention_ref, cpp_ops.paged_attention_decode),
+    "cpu": AttentionBackend(reference.store_kvcache_ref, prefill_attention_cpu, cpp_ops.paged_attention_decode),
 }
 
 
