@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from grumem.engine.prompts import PromptBuilder, extract_boxed
+from grumem.engine.prompts import PromptBuilder, extract_answer
 from grumem.tasks import Sample, chunk_document, score
 
 
@@ -30,7 +30,6 @@ def memagent_hf(model, tokenizer, samples: list[Sample], chunk_tokens: int, memo
         for chunk in chunk_document(sample.context_ids, chunk_tokens):
             memory = generate_ids(model, prompts.memory_prompt(question, memory, chunk), memory_tokens, eos)
         text = tokenizer.decode(generate_ids(model, prompts.answer_prompt(question, memory), answer_tokens, eos))
-        answer = extract_boxed(text)
-        answer = (answer if answer is not None else text).strip()
+        answer, _ = extract_answer(text)
         results.append({"answer": answer, "score": score(sample, answer), "seconds": time.perf_counter() - start})
     return results

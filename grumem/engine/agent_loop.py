@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from grumem.engine.agent_config import AgentConfig
 from grumem.engine.llm import LLM
 from grumem.engine.outputs import CompletionOutput, RequestOutput
-from grumem.engine.prompts import PromptBuilder, extract_boxed, parse_turn
+from grumem.engine.prompts import PromptBuilder, extract_answer, parse_turn
 from grumem.engine.sampling_params import SamplingParams
 from grumem.engine.trajectory import TurnRecord, Trajectory
 from grumem.tasks import Sample, chunk_document, score
@@ -75,7 +75,7 @@ class _Reader:
         if is_answer:
             return self._finish_answer(completion)
         self._update_memory(record)
-        if not self.pinned and self.agent.pin_question:
+        if not self.pinned:
             self.pinned = self.agent.llm.pin_prefix(self.agent.prompts.question_prefix(self.question_ids))
         self.traj.stop_chunk = self.chunk_index
         stop = self.agent.config.uses_exit_gate and record.next == "end"
@@ -92,14 +92,13 @@ class _Reader:
             record.check, record.next, record.well_formed = turn.check, turn.next, turn.well_formed
             if turn.check == "yes" and turn.memory_ids:
                 self.memory_ids = turn.memory_ids
-        if self.traj.evidence_chunks or self.sample.evidence_spans:
+        if self.sample.evidence_spans:
             record.has_evidence = record.chunk_index in self.traj.evidence_chunks
         record.memory_tokens = len(self.memory_ids)
 
     def _finish_answer(self, completion: CompletionOutput) -> None:
         text = self.agent.llm.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
-        boxed = extract_boxed(text)
-        self.traj.answer, self.traj.boxed = (boxed if boxed is not None else text).strip(), boxed is not None
+        self.traj.answer, self.traj.boxed = extract_answer(text)
         if self.sample.answers:
             self.traj.score = score(self.sample, self.traj.answer)
         self.finish()
@@ -114,11 +113,10 @@ class _Reader:
 
 
 class MemoryAgent:
-    def __init__(self, llm: LLM, config: AgentConfig | None = None, pin_question: bool = True):
+    def __init__(self, llm: LLM, config: AgentConfig | None = None):
         self.llm, self.config = llm, config or AgentConfig()
         self.prompts = PromptBuilder(llm.tokenizer, self.config.mode, self.config.layout)
         self.piece = llm.grammar.piece
-        self.pin_question = pin_question
 
     def run(self, samples: list[Sample], progress: bool = False) -> list[Trajectory]:
         """Reads every document once; returns one trajectory per sample, in order."""

@@ -119,6 +119,12 @@ def _tag_content_ids(ids: list[int], pieces: list[str], text: str, open_tag: str
     return content
 
 
+def extract_answer(text: str) -> tuple[str, bool]:
+    """(answer, whether it came inside \\boxed{}): the boxed content, else the whole reply, stripped."""
+    boxed = extract_boxed(text)
+    return (boxed if boxed is not None else text).strip(), boxed is not None
+
+
 def extract_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...}, braces balanced; None when there is none."""
     start = text.rfind("\\boxed{")
