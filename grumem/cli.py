@@ -31,26 +31,37 @@ def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
     if with_mode:
         g.add_argument("--mode", default="grumem", choices=["grumem", "memagent"])
         g.add_argument("--no-exit-gate", action="store_true", help="grumem: read every chunk (w/o EG)")
-    g.add_argument("--layout", default="paper", choices=["paper", "chunk_first"])
+    g.add_argument("--layout", choices=["paper", "chunk_first"],
+                   help="default: chunk_first for grumem (the gate prior needs it), paper for memagent")
     g.add_argument("--chunk-tokens", type=int, default=1024)
     g.add_argument("--memory-tokens", type=int, default=256)
     g.add_argument("--think-tokens", type=int, default=32)
+    g.add_argument("--think-lines", type=int, default=1, help="end <think> after this many lines; 0: no line cap")
+    g.add_argument("--gate-prior", type=float, default=10.0, metavar="NATS",
+                   help="threshold of the gate prior (the question's log-likelihood ratio with and without the "
+                        "section, added to the gate logits); for models with untrained gates")
+    g.add_argument("--no-gate-prior", action="store_true", help="the model's own gates only (as in the paper)")
     g.add_argument("--answer-tokens", type=int, default=48)
     g.add_argument("--constraint", default="format", choices=["format", "gates", "none"])
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--paper", action="store_true", help="the paper's sizes: chunk 5000, memory, think and answer 1024")
+    g.add_argument("--paper", action="store_true", help="the paper's sizes (chunk 5000, memory, think and answer "
+                                                        "1024), layout and gates (no prior)")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of tables")
 
 
 def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -> AgentConfig:
     settings = dict(
         mode=mode or args.mode, exit_gate=(not args.no_exit_gate) if exit_gate is None else exit_gate,
-        layout=args.layout, constraint=None if args.constraint == "none" else args.constraint,
+        constraint=None if args.constraint == "none" else args.constraint,
     )
+    if args.layout:
+        settings["layout"] = args.layout
     if args.paper:
         return paper_preset(**settings)
     return AgentConfig(**settings, chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens,
-                       max_think_tokens=args.think_tokens, answer_tokens=args.answer_tokens)
+                       max_think_tokens=args.think_tokens, max_think_lines=args.think_lines or None,
+                       answer_tokens=args.answer_tokens,
+                       gate_prior_threshold=None if args.no_gate_prior else args.gate_prior)
 
 
 def make_llm(args) -> LLM:

@@ -11,17 +11,19 @@ from grumem.tasks import Sample, make_samples
 
 
 class ScriptedLLM:
-    """Stands in for the engine: each memory turn's output comes from `script(chunk_text, memory_text)`."""
+    """Stands in for the engine: each memory turn's output comes from `script(chunk_text, memory_text)`; a scored
+    question gets a logprob of -1 per token after a section holding CHUNK1, -2 after an empty one, else -3."""
 
     def __init__(self, tokenizer, script):
         self.tokenizer, self.script = tokenizer, script
         self.grammar = GateGrammar(tokenizer)
         self.eos_token_id = tokenizer.eos_token_id
-        self.queue, self.prompts, self.pins = [], [], []
+        self.queue, self.prompts, self.params, self.pins = [], [], [], []
 
     def add_request(self, prompt_ids, params: SamplingParams, request_id=None, priority=0):
         request_id = f"r{len(self.prompts)}"
         self.prompts.append(prompt_ids)
+        self.params.append(params)
         self.queue.append((request_id, prompt_ids, params))
         return request_id
 
@@ -32,12 +34,17 @@ class ScriptedLLM:
     def _answer(self, request_id, prompt_ids, params):
         text = self.tokenizer.decode(prompt_ids)
         chunk = re.search(r"<section>\n(.*?)\n</section>", text, re.S)
-        memory = re.search(r"<memory>\n(.*?)\n</memory>", text, re.S).group(1)
-        reply = self.script(chunk.group(1) if chunk else None, memory)
+        chunk = chunk.group(1) if chunk else None
+        scores = None
+        if params.prompt_logprobs:
+            start, end = params.prompt_logprobs
+            scores = [-2.0 if not chunk.strip() else -1.0 if "CHUNK1" in chunk else -3.0] * (end - start)
+        memory = re.search(r"<memory>\n(.*?)\n</memory>", text, re.S)
+        reply = self.script(chunk, memory.group(1)) if memory else "."  # no memory: the prior's baseline
         ids = self.tokenizer.encode(reply, add_special_tokens=False) + [self.eos_token_id]
         completions = [CompletionOutput(i, ids, [0.0] * len(ids), [TokenRole.SAMPLED] * len(ids), "stop")
                        for i in range(params.n)]
-        return RequestOutput(request_id, prompt_ids, completions)
+        return RequestOutput(request_id, prompt_ids, completions, prompt_logprobs=scores)
 
     def pin_prefix(self, ids):
         self.pins.append(ids)
@@ -82,6 +89,27 @@ def test_check_no_keeps_the_memory_and_exit_gate_stops(tokenizer):
     assert [t.check for t in traj.memory_turns] == ["yes", "no"]
     assert [t.has_evidence for t in traj.memory_turns] == [False, True]
     assert llm.pins == []  # the question prefix was pinned, and released at the end
+
+
+def test_gate_prior_scores_the_question_against_an_empty_section(tokenizer):
+    llm, traj = run(tokenizer, scripted, exit_gate=False, gate_prior_threshold=0.5)
+    question = tokenizer.encode("Which chunk?", add_special_tokens=False)
+    baseline, first_turn = llm.params[:2]
+    assert llm.prompts[0][baseline.prompt_logprobs[0]:] == question  # the baseline ends with the question
+    assert baseline.evidence_offset is None and baseline.max_tokens == 1
+    start, end = first_turn.prompt_logprobs
+    assert llm.prompts[1][start:end] == question
+    assert first_turn.evidence_offset == pytest.approx(-2.0 * len(question) + 0.5)
+    # log-likelihood ratios against the empty section, minus the threshold: only CHUNK1 is evidence
+    expected = [-1.0 * len(question) - 0.5, 1.0 * len(question) - 0.5, -1.0 * len(question) - 0.5]
+    assert [t.gate_prior for t in traj.memory_turns] == pytest.approx(expected)
+
+
+def test_paper_layout_runs_without_the_prior(tokenizer):
+    assert not AgentConfig(layout="paper").uses_gate_prior  # the question comes before the section there
+    llm, traj = run(tokenizer, scripted, layout="paper")
+    assert all(p.prompt_logprobs is None for p in llm.params)
+    assert traj.answer == "MEM-A" and traj.memory_turns[0].gate_prior is None
 
 
 def test_without_exit_gate_every_chunk_is_read(tokenizer):
@@ -150,6 +178,18 @@ def test_end_to_end_every_mode(smollm2_llm, niah_samples, mode, exit_gate):
         if not exit_gate:
             assert traj.stop_chunk == 2
     assert smollm2_llm.block_manager.num_free_blocks == smollm2_llm.model_runner.num_blocks  # pins released
+
+
+def test_gate_prior_reads_to_the_needle_and_answers(smollm2_llm):
+    """SmolLM2's gates are untrained; the gate prior (the question's likelihood after each section) finds the
+    needle: no on every chunk without evidence, yes and exit on the needle's (last) chunk, and the answer comes from
+    the memory written there. (A needle cut by a chunk boundary makes two evidence chunks.)"""
+    samples = make_samples("niah_single_1", smollm2_llm.tokenizer, 1200, 3, seed=5)
+    config = AgentConfig(chunk_tokens=300, memory_tokens=48, max_think_tokens=40, answer_tokens=32)
+    for sample, traj in zip(samples, MemoryAgent(smollm2_llm, config).run(samples)):
+        assert all(t.check == "no" for t in traj.memory_turns if not t.has_evidence)
+        assert traj.stop_chunk == traj.evidence_chunks[-1] and traj.memory_turns[-1].check == "yes"
+        assert traj.score == 1.0, (traj.answer, sample.answers)
 
 
 def test_rollout_groups_fork_and_keep_exact_ids(smollm2_llm, niah_samples):

@@ -128,6 +128,32 @@ def test_logprobs_equal_a_full_forward(tiny_llama_path):
     torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_prompt_logprobs_equal_a_full_forward_even_when_cached_or_chunked(tiny_llama_path):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=64, max_num_batched_tokens=7)  # the span crosses prefill chunks
+    prompt = prompts_with_shared_prefix(1, 45, 0)[0]
+    params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=(20, 45))
+    logits = forward_logits(llm.model_runner.model, [prompt])[0]
+    expected = logits[19:44].log_softmax(-1).gather(1, torch.tensor(prompt[20:45])[:, None]).squeeze(1)
+    first, again = (llm.generate([prompt], params)[0] for _ in range(2))
+    assert again.num_cached_tokens == 16  # the cache serves only what comes before the span
+    for output in (first, again):
+        torch.testing.assert_close(torch.tensor(output.prompt_logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("offset, gates", [(-1e4, {"check": "yes", "next": "end"}),
+                                           (1e4, {"check": "no", "next": "continue"})])
+def test_evidence_prior_decides_the_gates_of_every_fork(tiny_llama_path, offset, gates):
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=256)
+    params = SamplingParams(temperature=1.0, max_tokens=60, seed=0, n=3, constraint="format", max_think_tokens=4,
+                            max_memory_tokens=4, prompt_logprobs=(8, 12), evidence_offset=offset)
+    output = llm.generate(prompts_with_shared_prefix(1, 12, 0), params)[0]
+    assert len(output.prompt_logprobs) == 4
+    for completion in output.outputs:
+        assert completion.gates == gates
+        choices = [lp for lp, role in zip(completion.logprobs, completion.roles) if role == TokenRole.CHOICE]
+        assert choices == [0.0, 0.0]  # certain under the biased distribution they were sampled from
+
+
 def test_constrained_output_is_always_parseable(tiny_llama_path):
     """A random-weight model writes the full turn format under the constraint."""
     llm = LLM(tiny_llama_path, num_kvcache_blocks=256)
@@ -154,16 +180,20 @@ def test_constrained_output_is_always_parseable(tiny_llama_path):
 def test_bad_requests_fail_alone(tiny_llama_path):
     llm = LLM(tiny_llama_path, num_kvcache_blocks=64, max_model_len=128)
     good = [5, 6, 7]
-    prompts = [good, [], [1] * 200, [3, 10**6], good]
-    outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=4))
+    prompts = [good, [], [1] * 200, [3, 10**6], good, good]
+    params = [SamplingParams(temperature=0, max_tokens=4)] * 5 + [SamplingParams(prompt_logprobs=(1, 9))]
+    outputs = llm.generate(prompts, params)
     errors = [o.error for o in outputs]
     assert errors[0] is None and errors[4] is None
     assert "empty prompt" in errors[1]
     assert "max_model_len=128" in errors[2]
     assert "outside the vocabulary" in errors[3]
+    assert "runs past the prompt" in errors[5]
     assert outputs[0].outputs[0].token_ids == outputs[4].outputs[0].token_ids
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
         SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError, match="needs prompt_logprobs"):
+        SamplingParams(constraint="format", evidence_offset=0.0)
 
 
 def test_kv_exhaustion_fails_only_the_request_that_cannot_fit(tiny_llama_path):

@@ -1,4 +1,4 @@
-"""Settings of the memory loop (mode, chunking, budgets, layout), with the paper's sizes as a preset."""
+"""Settings of the memory loop (mode, chunking, budgets, layout, gate prior), with the paper's sizes as a preset."""
 from dataclasses import dataclass, replace
 
 MODES = ("grumem", "memagent")
@@ -8,12 +8,20 @@ MODES = ("grumem", "memagent")
 class AgentConfig:
     mode: str = "grumem"  # "grumem" (gated) or "memagent" (no gates: the memory is every turn's whole response)
     exit_gate: bool = True  # grumem only: stop at <next>end</next> ("w EG"); False reads every chunk ("w/o EG")
-    layout: str = "paper"  # "paper" (problem, memory, chunk) or "chunk_first" (problem, chunk, memory)
+    # "paper" (problem, memory, section) or "chunk_first" (section, problem, memory); None: chunk_first for grumem
+    # (the gate prior needs the question after the section), paper for memagent (MemAgent's published order)
+    layout: str | None = None
     chunk_tokens: int = 1024
     memory_tokens: int = 256  # memagent: max tokens of a memory turn; grumem: cap of the <update> content
     max_think_tokens: int = 32
+    max_think_lines: int | None = 1  # grumem: end <think> after its first line (a quote); None: only the token cap
     answer_tokens: int = 48
     constraint: str | None = "format"  # grumem decoding: "format", "gates" or None (parse leniently)
+    # NOTE: the gate prior, for models whose gates are not trained. The question's log-likelihood after the section,
+    # minus its log-likelihood after an empty section (a log-likelihood ratio, in nats, of "this section is evidence")
+    # and minus this threshold, is added to the logits of <check>yes and <next>end. None: the model's gates alone.
+    # It applies to grumem with a constraint in the chunk_first layout (see uses_gate_prior).
+    gate_prior_threshold: float | None = 10.0  # calibrated on NIAH single, HotpotQA (see README)
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
@@ -21,13 +29,23 @@ class AgentConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.layout is None:
+            self.layout = "chunk_first" if self.mode == "grumem" else "paper"
         for name in ("chunk_tokens", "memory_tokens", "max_think_tokens", "answer_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_think_lines is not None and self.max_think_lines < 1:
+            raise ValueError(f"max_think_lines must be >= 1 or None, got {self.max_think_lines}")
 
     @property
     def uses_exit_gate(self) -> bool:
         return self.mode == "grumem" and self.exit_gate
+
+    @property
+    def uses_gate_prior(self) -> bool:
+        """The prior needs the question after the section (chunk_first) and gate choices to bias (a constraint)."""
+        return (self.mode == "grumem" and self.gate_prior_threshold is not None and self.layout == "chunk_first"
+                and self.constraint is not None)
 
     @property
     def memory_turn_tokens(self) -> int:
@@ -37,8 +55,9 @@ class AgentConfig:
         return self.max_think_tokens + self.memory_tokens + 64  # + the tags (about 30 tokens)
 
 
-PAPER = AgentConfig(chunk_tokens=5000, memory_tokens=1024, max_think_tokens=1024, answer_tokens=1024)
+PAPER = dict(chunk_tokens=5000, memory_tokens=1024, max_think_tokens=1024, max_think_lines=None, answer_tokens=1024)
 
 
 def paper_preset(**overrides) -> AgentConfig:
-    return replace(PAPER, **overrides)
+    """The paper's sizes; its layout and no gate prior unless overridden (its gates are trained)."""
+    return AgentConfig(**{"layout": "paper", "gate_prior_threshold": None, **PAPER, **overrides})

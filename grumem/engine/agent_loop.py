@@ -3,6 +3,7 @@
 Each document is read chunk by chunk; a finished turn immediately enqueues that document's next turn, so documents
 of different lengths never wait for each other. grumem: the memory changes only on <check>yes</check>, and
 <next>end</next> stops reading (with the exit gate on); memagent: the memory is every turn's whole response.
+With the gate prior on, a document first scores its question after an empty section (the prior's baseline).
 """
 import time
 from dataclasses import replace
@@ -30,6 +31,7 @@ class _Reader:
         self.chunks = chunk_document(sample.context_ids, config.chunk_tokens)
         self.memory_ids = agent.prompts.no_memory_ids
         self.chunk_index, self.pinned, self.done = 0, [], False
+        self.evidence_offset: float | None = None  # the gate prior's baseline + threshold, once scored
         traj.num_chunks = len(self.chunks)
         traj.evidence_chunks = sample.evidence_chunks(config.chunk_tokens) if sample.evidence_spans else []
         self.started = time.perf_counter()
@@ -42,15 +44,26 @@ class _Reader:
                     f"({self.agent.config.chunk_tokens} tokens)")
         return None
 
+    def baseline_request(self) -> tuple[list[int], SamplingParams]:
+        """The question after an empty section, scored: the gate prior's baseline."""
+        prompt, (start, end) = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids, [])
+        return prompt[:end], SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=(start, end))
+
+    def set_baseline(self, question_logprobs: list[float]) -> None:
+        self.evidence_offset = sum(question_logprobs) + self.agent.config.gate_prior_threshold
+
     def memory_request(self, n: int = 1) -> tuple[list[int], SamplingParams]:
         config = self.agent.config
-        prompt = self.agent.prompts.memory_prompt(self.question_ids, self.memory_ids, self.chunks[self.chunk_index])
-        gated = config.mode == "grumem"
+        prompt, span = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids,
+                                                               self.chunks[self.chunk_index])
+        gated, prior = config.mode == "grumem", config.uses_gate_prior
         params = SamplingParams(
             temperature=config.temperature, top_p=config.top_p, max_tokens=config.memory_turn_tokens, n=n,
             seed=self._turn_seed(), constraint=config.constraint if gated else None,
             max_think_tokens=config.max_think_tokens if gated else None,
             max_memory_tokens=config.memory_tokens if gated else None,
+            max_think_lines=config.max_think_lines if gated else None,
+            prompt_logprobs=span if prior else None, evidence_offset=self.evidence_offset if prior else None,
         )
         return prompt, params
 
@@ -71,12 +84,14 @@ class _Reader:
             completion.token_ids, completion.logprobs, completion.roles, completion.finish_reason,
             num_cached_tokens=output.num_cached_tokens, seconds=time.perf_counter() - submitted,
         )
+        if output.prompt_logprobs is not None and self.evidence_offset is not None:
+            record.gate_prior = sum(output.prompt_logprobs) - self.evidence_offset
         self.traj.turns.append(record)
         if is_answer:
             return self._finish_answer(completion)
         self._update_memory(record)
         if not self.pinned:
-            self.pinned = self.agent.llm.pin_prefix(self.agent.prompts.question_prefix(self.question_ids))
+            self.pinned = self.agent.llm.pin_prefix(self.agent.prompts.document_prefix(self.question_ids))
         self.traj.stop_chunk = self.chunk_index
         stop = self.agent.config.uses_exit_gate and record.next == "end"
         self.chunk_index = len(self.chunks) if stop else self.chunk_index + 1
@@ -139,15 +154,19 @@ class MemoryAgent:
         return [[reader.traj for reader in group] for group in groups]
 
     def _drive(self, groups: list[list[_Reader]], progress: bool) -> None:
-        pending: dict[str, tuple[list[_Reader], float]] = {}
+        pending: dict[str, tuple[list[_Reader], float, bool]] = {}  # readers, submitted at, is a prior baseline
         bar = tqdm(total=sum(len(g) for g in groups), desc="documents", disable=not progress)
 
-        def submit(request, readers: list[_Reader], priority: int) -> None:
+        def submit(request, readers: list[_Reader], priority: int, baseline: bool = False) -> None:
             try:
                 request_id = self.llm.add_request(*request, priority=priority)
             except ValueError as e:
                 return close(readers, str(e))
-            pending[request_id] = (readers, time.perf_counter())
+            pending[request_id] = (readers, time.perf_counter(), baseline)
+
+        def start_reading(group: list[_Reader]) -> None:
+            """The first memory turn, prefilled once and forked over the group."""
+            submit(group[0].memory_request(n=len(group)), group, NEW_DOCUMENT_PRIORITY)
 
         def close(readers: list[_Reader], error: str | None = None) -> None:
             for reader in readers:
@@ -159,13 +178,20 @@ class MemoryAgent:
             problem = group[0].problem()
             if problem is not None:
                 close(group, problem)
+            elif self.config.uses_gate_prior:
+                submit(group[0].baseline_request(), group, NEW_DOCUMENT_PRIORITY, baseline=True)
             else:
-                submit(group[0].memory_request(n=len(group)), group, NEW_DOCUMENT_PRIORITY)
+                start_reading(group)
         while pending:
             for output in self.llm.step():
-                readers, submitted = pending.pop(output.request_id)
+                readers, submitted, baseline = pending.pop(output.request_id)
                 if output.error is not None:
                     close(readers, output.error)
+                    continue
+                if baseline:
+                    for reader in readers:
+                        reader.set_baseline(output.prompt_logprobs)
+                    start_reading(readers)
                     continue
                 for reader, completion in zip(readers, output.outputs):
                     request = reader.on_output(output, completion, submitted)

@@ -46,11 +46,8 @@ class BlockManager:
             prefix = chain_hash(tokens, prefix)
             yield prefix, tokens
 
-    def cached_prefix(self, token_ids: list[int], max_blocks: int | None = None) -> list[Block]:
-        """Leading blocks of `token_ids` whose KV is cached (or written this step); by default the block holding the
-        last token is excluded, since that token must be computed for its logits."""
-        if max_blocks is None:
-            max_blocks = (len(token_ids) - 1) // self.block_size
+    def cached_prefix(self, token_ids: list[int], max_blocks: int) -> list[Block]:
+        """Leading blocks of `token_ids`, at most max_blocks, whose KV is cached (or written this step)."""
         hits = []
         for h, tokens in self._blocks_of(token_ids, max_blocks):
             block_id = self.hash_to_block.get(h)
@@ -61,15 +58,18 @@ class BlockManager:
         return hits
 
     # --- whole-sequence allocation --------------------------------------------------------------------------
+    def _cached_prefix_of(self, seq: Sequence) -> list[Block]:
+        return self.cached_prefix(seq.token_ids, seq.max_cached_tokens // self.block_size)
+
     def can_allocate(self, seq: Sequence) -> bool:
-        hits = self.cached_prefix(seq.token_ids)
+        hits = self._cached_prefix_of(seq)
         revived = sum(block.ref_count == 0 for block in hits)  # cached but free: they leave the free list
         return seq.num_blocks(self.block_size) - len(hits) + revived <= self.num_free_blocks
 
     def allocate(self, seq: Sequence) -> None:
         """Blocks for every token of `seq`, reusing its cached prefix; sets num_computed_tokens."""
         assert not seq.block_table
-        hits = self.cached_prefix(seq.token_ids)
+        hits = self._cached_prefix_of(seq)
         for block in hits:
             self._acquire(block)
         new_full = list(self._blocks_of(seq.token_ids, len(seq) // self.block_size))[len(hits) :]

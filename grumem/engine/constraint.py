@@ -1,9 +1,11 @@
 """Constrained decoding of the GRU-Mem turn format as a small token-level state machine.
 
-format: <think>...</think>\n<check>yes|no</check>\n<update>...</update>\n<next>continue|end</next><eos>
-- "format" mode drives the whole turn: tag text is forced, free text may not end the turn, the two gates are
-  choices, and caps force </think> and </update>. After check=no the update is forced empty: the candidate
-  would be discarded anyway, so generating it is wasted decode.
+format: <think>...</think>\n<check>yes|no</check>\n<update>\n...</update>\n<next>continue|end</next><eos>
+- "format" mode drives the whole turn: tag text is forced, free text may not end the turn nor start with a tag,
+  the two gates are choices, and caps (tokens, or lines of thinking) force </think> and </update>. After check=no the update is forced
+  empty: the candidate would be discarded anyway, so generating it is wasted decode.
+- A gate prior (`evidence`, a log-likelihood ratio) is added to the logits of check=yes and of next=end (after
+  check=no, minus its magnitude: an unchanged memory gives no new reason to stop).
 - "gates" mode leaves the text free and only constrains the values after a <check> or <next> the model wrote.
 Masks are rows of one (num_rows, vocab) table indexed per sequence; forced tokens bypass sampling. Per sequence and
 token the CPU work is one dictionary look-up of the token's text and a tag check when that text holds a '>'.
@@ -14,12 +16,14 @@ import torch
 
 from grumem.engine.sequence import TokenRole
 
-ANY, NO_EOS, CHECK_CHOICE, NEXT_CHOICE = range(4)  # mask table rows
+ANY, NO_EOS, CHECK_CHOICE, NEXT_CHOICE, TEXT_START = range(5)  # mask table rows
 CHECK_OPTIONS, NEXT_OPTIONS = ("yes", "no"), ("continue", "end")
 THINK, CHECK, UPDATE, NEXT, FREE, DONE = "think", "check", "update", "next", "free", "done"
 
 
-TAGS = ("<think>", "</think>", "\n<check>", "</check>", "\n<update>", "</update>", "\n<next>", "</next>")
+# the memory starts on its own line: small models then write a sentence there rather than a gate-like word
+TAGS = ("<think>", "</think>", "\n<check>", "</check>", "\n<update>\n", "</update>", "\n<next>", "</next>")
+POSITIVE = {CHECK: "yes", NEXT: "end"}  # the options a gate prior favours
 
 
 class GateGrammar:
@@ -34,8 +38,12 @@ class GateGrammar:
             NEXT: {name: encode(name) for name in NEXT_OPTIONS},
         }
         self.eos_token_id = tokenizer.eos_token_id
-        table = torch.ones(4, len(tokenizer), dtype=torch.bool)
+        table = torch.ones(5, len(tokenizer), dtype=torch.bool)
         table[NO_EOS, tokenizer.all_special_ids] = False
+        # a thought or a memory starts with text: models that skip to the next tag here leave the phase empty
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        table[TEXT_START] = table[NO_EOS]
+        table[TEXT_START, [i for i, p in enumerate(pieces) if p.lstrip().startswith("<")]] = False
         for row, gate in ((CHECK_CHOICE, CHECK), (NEXT_CHOICE, NEXT)):
             firsts = [ids[0] for ids in self.options[gate].values()]
             assert len(set(firsts)) == len(firsts), f"{gate} options must differ in their first token"
@@ -56,13 +64,16 @@ class GateGrammar:
 class GateState:
     """One sequence's position in the turn format."""
 
-    def __init__(self, grammar: GateGrammar, mode: str, max_think_tokens: int | None, max_memory_tokens: int | None):
+    def __init__(self, grammar: GateGrammar, mode: str, max_think_tokens: int | None, max_memory_tokens: int | None,
+                 max_think_lines: int | None = None):
         assert mode in ("gates", "format")
         self.grammar, self.mode = grammar, mode
         self.caps = {THINK: max_think_tokens, UPDATE: max_memory_tokens}
+        self.max_think_lines = max_think_lines
         self.forced: deque[int] = deque()
         self.gates: dict[str, str] = {}
-        self.phase, self.text, self.num_free = FREE, "", 0
+        self.evidence: float | None = None  # the gate prior, set once the prompt's question is scored
+        self.phase, self.text, self.num_free, self.num_lines, self.line_open = FREE, "", 0, 0, False
         if mode == "format":
             self._force(grammar.tag_ids("<think>"), THINK)
 
@@ -72,7 +83,7 @@ class GateState:
 
     def _force(self, ids: list[int], then: str) -> None:
         self.forced.extend(ids)
-        self.phase, self.text, self.num_free = then, "", 0
+        self.phase, self.text, self.num_free, self.num_lines, self.line_open = then, "", 0, 0, False
 
     def next_mask(self) -> tuple[int, int]:
         """(mask row, forced token id or -1) for the next token."""
@@ -82,7 +93,18 @@ class GateState:
             return CHECK_CHOICE, -1
         if self.phase == NEXT:
             return NEXT_CHOICE, -1
-        return (NO_EOS if self.mode == "format" else ANY), -1
+        if self.mode == "gates":
+            return ANY, -1
+        return (NO_EOS if self.text.strip() else TEXT_START), -1
+
+    def choice_bias(self) -> tuple[int, float] | None:
+        """(token id, logit to add) at a gate choice when a prior is set: favours check=yes / next=end."""
+        if self.evidence is None or self.forced or self.phase not in POSITIVE:
+            return None
+        bias = self.evidence
+        if self.phase == NEXT and self.gates.get(CHECK) == "no":
+            bias = -abs(bias)  # the memory did not change: the prior sees nothing new to end on
+        return self.grammar.options[self.phase][POSITIVE[self.phase]][0], bias
 
     def observe(self, token_id: int) -> int:
         """Advances on the token just emitted; returns its TokenRole."""
@@ -104,9 +126,9 @@ class GateState:
         if self.mode == "gates":
             self._force(tag_ids("</check>" if gate == CHECK else "</next>"), FREE)
         elif gate == CHECK and name == "no":
-            self._force(tag_ids("</check>", "\n<update>", "</update>", "\n<next>"), NEXT)
+            self._force(tag_ids("</check>", "\n<update>\n", "</update>", "\n<next>"), NEXT)
         elif gate == CHECK:
-            self._force(tag_ids("</check>", "\n<update>"), UPDATE)
+            self._force(tag_ids("</check>", "\n<update>\n"), UPDATE)
         else:
             self._force(tag_ids("</next>") + [self.grammar.eos_token_id], DONE)
 
@@ -114,6 +136,7 @@ class GateState:
         piece = self.grammar.piece(token_id)
         self.text = (self.text + piece)[-32:]
         self.num_free += 1
+        self._count_lines(piece)
         closes_tag = ">" in piece
         if self.mode == "gates":
             if closes_tag and self.text.endswith("<check>"):
@@ -128,6 +151,16 @@ class GateState:
             self.phase, self.text = CHECK, ""  # the model skipped </think>: its <check> opens the gate
         elif self.caps[self.phase] is not None and self.num_free >= self.caps[self.phase]:
             self._close_free_phase(write_closing=True)
+        elif self.phase == THINK and self.max_think_lines is not None and self.num_lines >= self.max_think_lines:
+            self._close_free_phase(write_closing=True)
+
+    def _count_lines(self, piece: str) -> None:
+        """Lines with text that a line break has ended (blank lines do not count)."""
+        *ended, rest = piece.split("\n")
+        for segment in ended:
+            self.num_lines += self.line_open or bool(segment.strip())
+            self.line_open = False
+        self.line_open = self.line_open or bool(rest.strip())
 
     def _close_free_phase(self, write_closing: bool) -> None:
         closing, opening, then = ("</think>", "\n<check>", CHECK) if self.phase == THINK else ("</update>", "\n<next>", NEXT)

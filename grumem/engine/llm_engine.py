@@ -9,6 +9,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from grumem.engine import prompt_logprobs
 from grumem.engine.block_manager import BlockManager
 from grumem.engine.config import Config
 from grumem.engine.constraint import GateGrammar, GateState
@@ -68,6 +69,9 @@ class LLMEngine:
         if len(prompt_token_ids) >= self.max_model_len:
             raise ValueError(f"prompt of {len(prompt_token_ids)} tokens leaves no room to generate within "
                              f"max_model_len={self.max_model_len}")
+        if params.prompt_logprobs is not None and params.prompt_logprobs[1] > len(prompt_token_ids):
+            raise ValueError(f"prompt_logprobs span {params.prompt_logprobs} runs past the prompt "
+                             f"({len(prompt_token_ids)} tokens)")
         bad = next((t for t in prompt_token_ids if not 0 <= t < self.vocab_size), None)
         if bad is not None:
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})")
@@ -79,7 +83,7 @@ class LLMEngine:
         seq = Sequence(token_ids, params, request_id, index, self.model_runner.device)
         if params.constraint is not None:
             seq.constraint_state = GateState(self.grammar, params.constraint, params.max_think_tokens,
-                                             params.max_memory_tokens)
+                                             params.max_memory_tokens, params.max_think_lines)
         return seq
 
     def has_unfinished_requests(self) -> bool:
@@ -92,7 +96,9 @@ class LLMEngine:
             return self._fail_unschedulable()
         start = time.perf_counter()
         rows = self._sample_rows(batch)
-        logits = self.model_runner.run(batch, [row for row, _ in rows])
+        prompt_rows, prompt_targets, owners = prompt_logprobs.plan(batch)
+        logits, scores = self.model_runner.run(batch, [row for row, _ in rows], prompt_rows, prompt_targets)
+        prompt_logprobs.record(owners, scores)
         self._advance_computed(batch)
         self._sample_and_append(logits, rows)
         self._record_step(batch, time.perf_counter() - start)
@@ -122,14 +128,16 @@ class LLMEngine:
         if len(seqs) > len(rows):
             repeats = torch.tensor([len(g) for _, g in rows], device=logits.device)
             logits = logits.repeat_interleave(repeats, dim=0)
-        masks = [seq.constraint_state.next_mask() if seq.constraint_state else (None, -1) for seq in seqs]
+        states = [seq.constraint_state for seq in seqs]
+        masks = [state.next_mask() if state else (None, -1) for state in states]
         allowed = None
         if any(row is not None for row, _ in masks):
             mask_rows = torch.tensor([0 if row is None else row for row, _ in masks], device=logits.device)
             allowed = self.grammar.mask_table[mask_rows]
+        biases = [(i, *bias) for i, state in enumerate(states) if state and (bias := state.choice_bias())]
         token_ids, logprobs = self.sampler(
             logits, [s.params.temperature for s in seqs], [s.params.top_p for s in seqs],
-            [s.generator for s in seqs], allowed, [forced for _, forced in masks],
+            [s.generator for s in seqs], allowed, [forced for _, forced in masks], biases,
         )
         for seq, token_id, logprob in zip(seqs, token_ids, logprobs):
             role = seq.constraint_state.observe(token_id) if seq.constraint_state else TokenRole.SAMPLED
@@ -145,6 +153,10 @@ class LLMEngine:
             return []
         request.forked = True
         children = [self._new_sequence(seq.token_ids, seq.params, seq.request_id, i) for i in range(1, seq.params.n)]
+        for child in children:
+            child.prompt_logprobs = list(seq.prompt_logprobs)
+            if seq.constraint_state is not None:
+                child.constraint_state.evidence = seq.constraint_state.evidence
         request.seqs += children
         self.model_runner.copy_blocks(self.block_manager.fork(seq, children))
         sharing = [child for child in children if child.block_table]

@@ -76,8 +76,12 @@ class ModelRunner:
             self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch, sample_rows: list[int]) -> torch.Tensor:
-        """Runs one step; returns fp32 logits (len(sample_rows), vocab) for the listed batch rows."""
+    def run(
+        self, batch: ScheduledBatch, sample_rows: list[int], prompt_rows: list[int] = (),
+        prompt_targets: list[int] = (),
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Runs one step; returns fp32 logits (len(sample_rows), vocab) for the listed batch rows, and the logprob
+        of prompt_targets[i] after the token at flat position prompt_rows[i] of this step (prompt logprobs)."""
         if batch.is_prefill:
             input_ids, positions, logits_index = self._prepare_prefill(batch)
             logits_index = logits_index[sample_rows]
@@ -86,9 +90,17 @@ class ModelRunner:
             logits_index = torch.tensor(sample_rows, device=self.device)
         try:
             hidden_states = self.model(input_ids, positions)
-            return self.model.compute_logits(hidden_states[logits_index]).float()
+            logits = self.model.compute_logits(hidden_states[logits_index]).float()
+            return logits, self._prompt_logprobs(hidden_states, prompt_rows, prompt_targets)
         finally:
             reset_context()
+
+    def _prompt_logprobs(self, hidden_states: torch.Tensor, rows: list[int], targets: list[int]) -> list[float]:
+        if not rows:
+            return []
+        logits = self.model.compute_logits(hidden_states[torch.tensor(rows, device=self.device)]).float()
+        targets = torch.tensor(targets, device=self.device).unsqueeze(1)
+        return logits.log_softmax(dim=-1).gather(1, targets).squeeze(1).tolist()
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         return [block_table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)]

@@ -19,6 +19,7 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
     error: str | None = None  # set when the request was rejected or failed; the others are unaffected
+    prompt_logprobs: list[float] | None = None  # of the span asked for in SamplingParams.prompt_logprobs
 
 
 @dataclass

@@ -9,44 +9,59 @@ from dataclasses import dataclass
 
 NO_MEMORY = "No previous memory"
 
+# A memory-turn template is blocks joined by blank lines; a layout orders the problem, memory and section blocks.
+PROBLEM, MEMORY = "<problem>\n{problem}\n</problem>", "<memory>\n{memory}\n</memory>"
+SECTION = "<section>\n{chunk}\n</section>"
+LAYOUTS = {
+    "paper": ("problem", "memory", "section"),  # the paper's order: [instruction, problem, memory] is cached
+    # the question follows the section it is asked about: its likelihood there is the gate prior's evidence, and
+    # the G rollouts of a group share the prefill of [instruction, section, problem]
+    "chunk_first": ("section", "problem", "memory"),
+}
 # MemAgent's published templates (a protocol constant; note the space after <problem>)
-MEMAGENT_MEMORY = (
+MEMAGENT_INTRO = (
     "You are presented with a problem, a section of an article that may contain the answer to the problem, and a "
     "previous memory. Please read the provided section carefully and update the memory with the new information "
     "that helps to answer the problem. Be sure to retain all relevant details from the previous memory while adding "
-    "any new, useful information.\n\n<problem> \n{problem}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\n"
-    "<section>\n{chunk}\n</section>\n\nUpdated memory:\n"
+    "any new, useful information."
 )
+MEMAGENT_BLOCKS = {"problem": "<problem> \n{problem}\n</problem>", "memory": MEMORY, "section": SECTION}
+MEMAGENT_OUTRO = "Updated memory:\n"
 FINAL_ANSWER = (
     "You are presented with a problem and a previous memory. Please answer the problem based on the previous memory "
     "and put the answer in \\boxed{{}}.\n\n<problem> \n{problem}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\n"
     "Your answer:\n"
 )
 # Our GRU-Mem wording (the paper's is not public). The tags are described, not shown filled in: small models copy
-# example text inside tags verbatim. The instructions come last, nearest to where the model writes.
-GRUMEM_INSTRUCTION = (
+# example text inside tags verbatim. Asking for a quote in <think> makes SmolLM2-135M copy the evidence sentence
+# there, and then into the memory.
+GRUMEM_INTRO = (
     "You are presented with a problem, a section of an article that may contain the answer to the problem, and a "
-    "previous memory. Please read the provided section carefully.\n\n<problem>\n{problem}\n</problem>\n\n"
-    "<memory>\n{memory}\n</memory>\n\n<section>\n{chunk}\n</section>\n\n"
-    "Reply with four tags. In <think></think>, write one short sentence about what the section says about the "
-    "problem. In <check></check>, write yes if the section contains the answer to the problem, otherwise no. In "
-    "<update></update>, write the updated memory: the sentences from the section and the previous memory that answer "
-    "the problem. In <next></next>, write end if the memory contains the answer to the problem, otherwise continue."
+    "previous memory. Please read the provided section carefully."
 )
-LAYOUTS = ("paper", "chunk_first")  # (problem, memory, chunk) or (problem, chunk, memory)
+GRUMEM_BLOCKS = {"problem": PROBLEM, "memory": MEMORY, "section": SECTION}
+GRUMEM_OUTRO = (
+    "Reply with four tags. In <think></think>, quote the sentence of the section that is about the problem. In "
+    "<check></check>, write yes if the section contains the answer to the problem, otherwise no. In <next></next>, "
+    "write end if the memory contains the answer to the problem, otherwise continue. In <update></update>, write the "
+    "new memory: the sentence that answers the problem."
+)
+
+
+def memory_template(mode: str, layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {layout!r}")
+    intro, blocks, outro = ((MEMAGENT_INTRO, MEMAGENT_BLOCKS, MEMAGENT_OUTRO) if mode == "memagent"
+                            else (GRUMEM_INTRO, GRUMEM_BLOCKS, GRUMEM_OUTRO))
+    return "\n\n".join([intro, *(blocks[name] for name in LAYOUTS[layout]), outro])
 
 
 class PromptBuilder:
     """Templates split at their fields into token-id pieces, once per tokenizer."""
 
     def __init__(self, tokenizer, mode: str, layout: str = "paper"):
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.tokenizer = tokenizer
-        memory_template = MEMAGENT_MEMORY if mode == "memagent" else GRUMEM_INSTRUCTION
-        if layout == "chunk_first":
-            memory_template = _swap_memory_and_chunk(memory_template)
-        self.memory_pieces = self._pieces(memory_template)
+        self.memory_pieces = self._pieces(memory_template(mode, layout))
         self.answer_pieces = self._pieces(FINAL_ANSWER)
         self.no_memory_ids = self.encode(NO_MEMORY)
 
@@ -63,25 +78,32 @@ class PromptBuilder:
         return [self.encode(p.replace("\x01", "{}")) if i % 2 == 0 else p for i, p in enumerate(parts)]
 
     @staticmethod
-    def _fill(pieces: list, fields: dict[str, list[int]]) -> list[int]:
-        return [t for piece in pieces for t in (fields[piece] if isinstance(piece, str) else piece)]
+    def _fill(pieces: list, fields: dict[str, list[int]]) -> tuple[list[int], dict[str, tuple[int, int]]]:
+        """The ids, and the (start, end) span of each field in them."""
+        ids, spans = [], {}
+        for piece in pieces:
+            if isinstance(piece, str):
+                spans[piece] = (len(ids), len(ids) + len(fields[piece]))
+                piece = fields[piece]
+            ids += piece
+        return ids, spans
 
     def memory_prompt(self, problem: list[int], memory: list[int], chunk: list[int]) -> list[int]:
-        return self._fill(self.memory_pieces, {"problem": problem, "memory": memory, "chunk": chunk})
+        return self.scored_memory_prompt(problem, memory, chunk)[0]
+
+    def scored_memory_prompt(self, problem: list[int], memory: list[int], chunk: list[int]):
+        """(memory-turn prompt ids, span of the problem in them): the span the gate prior scores."""
+        ids, spans = self._fill(self.memory_pieces, {"problem": problem, "memory": memory, "chunk": chunk})
+        return ids, spans["problem"]
 
     def answer_prompt(self, problem: list[int], memory: list[int]) -> list[int]:
-        return self._fill(self.answer_pieces, {"problem": problem, "memory": memory})
+        return self._fill(self.answer_pieces, {"problem": problem, "memory": memory})[0]
 
-    def question_prefix(self, problem: list[int]) -> list[int]:
-        """The start of every memory prompt of a document, through the problem (pinned while it is read)."""
-        end = self.memory_pieces.index("problem") + 2  # the field and the literal after it
-        return self._fill(self.memory_pieces[:end], {"problem": problem})
-
-
-def _swap_memory_and_chunk(template: str) -> str:
-    memory = "<memory>\n{memory}\n</memory>"
-    section = "<section>\n{chunk}\n</section>"
-    return template.replace(memory, "\x02").replace(section, memory).replace("\x02", section)
+    def document_prefix(self, problem: list[int]) -> list[int]:
+        """The start of every memory prompt of a document, up to the first field that changes between its turns
+        (pinned while the document is read)."""
+        end = next(i for i, piece in enumerate(self.memory_pieces) if piece in ("memory", "chunk"))
+        return self._fill(self.memory_pieces[:end], {"problem": problem})[0]
 
 
 @dataclass
@@ -114,9 +136,13 @@ def _tag_content_ids(ids: list[int], pieces: list[str], text: str, open_tag: str
     content, offset = [], 0
     for token_id, p in zip(ids, pieces):
         if offset >= start and offset + len(p) <= end:  # tokens wholly inside the tags
-            content.append(token_id)
+            content.append((token_id, p))
         offset += len(p)
-    return content
+    while content and not content[0][1].strip():  # the line breaks around the content are layout, not memory
+        content.pop(0)
+    while content and not content[-1][1].strip():
+        content.pop()
+    return [token_id for token_id, _ in content]
 
 
 def extract_answer(text: str) -> tuple[str, bool]:

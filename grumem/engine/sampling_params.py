@@ -16,6 +16,11 @@ class SamplingParams:
     constraint: str | None = None  # None, "gates" (only the gate values) or "format" (the whole GRU-Mem format)
     max_think_tokens: int | None = None  # force </think> after this many thinking tokens
     max_memory_tokens: int | None = None  # force </update> after this many memory tokens
+    max_think_lines: int | None = None  # force </think> once this many lines of thinking are written
+    prompt_logprobs: tuple[int, int] | None = None  # (start, end): return the logprobs of these prompt tokens
+    # NOTE: the gate prior. With prompt_logprobs on the question, their sum minus this offset is a log-likelihood
+    # ratio of "the text before holds evidence"; it is added to the logits of <check>yes and <next>end.
+    evidence_offset: float | None = None
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -31,4 +36,13 @@ class SamplingParams:
         for name in ("max_think_tokens", "max_memory_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.max_think_lines is not None and self.max_think_lines < 1:
+            raise ValueError(f"max_think_lines must be >= 1 or None, got {self.max_think_lines}")
+        if self.prompt_logprobs is not None:
+            start, end = self.prompt_logprobs
+            if not 1 <= start < end:
+                raise ValueError(f"prompt_logprobs must be (start, end), 1 <= start < end; got {self.prompt_logprobs}")
+            self.prompt_logprobs = (start, end)
+        if self.evidence_offset is not None and (self.prompt_logprobs is None or self.constraint is None):
+            raise ValueError("evidence_offset needs prompt_logprobs (the question's span) and a constraint")
         self.stop_token_ids = tuple(self.stop_token_ids)

@@ -40,6 +40,7 @@ class Sequence:
         self.num_prefix_cached_tokens = 0  # prompt tokens served by the prefix cache at first admission
         self.output_logprobs: list[float] = []
         self.output_roles: list[int] = []
+        self.prompt_logprobs: list[float] = []  # of the prompt tokens in params.prompt_logprobs, as computed
         self.finish_reason: str | None = None
         self.constraint_state = None  # set by the engine when params.constraint is on
         # forked samples of one request draw different tokens from one seed
@@ -61,6 +62,18 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
+
+    @property
+    def owes_prompt_logprobs(self) -> bool:
+        span = self.params.prompt_logprobs
+        return span is not None and len(self.prompt_logprobs) < span[1] - span[0]
+
+    @property
+    def max_cached_tokens(self) -> int:
+        """Prompt tokens the prefix cache may serve: the last one and owed prompt logprobs must be computed."""
+        if self.owes_prompt_logprobs:
+            return self.params.prompt_logprobs[0] - 1
+        return len(self.token_ids) - 1
 
     def num_blocks(self, block_size: int) -> int:
         return (len(self.token_ids) + block_size - 1) // block_size
@@ -91,5 +104,8 @@ class Request:
                              dict(s.constraint_state.gates) if s.constraint_state else {})
             for s in sorted(self.seqs, key=lambda s: s.index)
         ]
-        return RequestOutput(self.request_id, self.prompt_token_ids, outputs, self.seqs[0].num_prefix_cached_tokens,
-                             error)
+        first = self.seqs[0]
+        complete = self.params.prompt_logprobs is not None and not first.owes_prompt_logprobs
+        prompt_logprobs = first.prompt_logprobs if complete else None
+        return RequestOutput(self.request_id, self.prompt_token_ids, outputs, first.num_prefix_cached_tokens, error,
+                             prompt_logprobs)

@@ -15,6 +15,7 @@ class TurnRecord:
     next: str | None = None  # exit gate as written ("continue"/"end")
     well_formed: bool = True
     has_evidence: bool | None = None  # whether the chunk holds evidence, when the sample is labelled
+    gate_prior: float | None = None  # the evidence log-likelihood ratio minus its threshold, added to the gate logits
     memory_tokens: int = 0  # memory length after this turn
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
     seconds: float = 0.0  # wall time from enqueue to finish
