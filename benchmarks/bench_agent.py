@@ -1,4 +1,5 @@
-"""The main job side by side: the plain HF MemAgent loop vs grumem (memagent mode, gated w/o and w the exit gate).
+"""The main job side by side: the plain HF MemAgent loop vs grumem (memagent mode, gated w/o and w the exit gate,
+and with the exit gate on the model's own untrained gates, without the gate prior).
 
 Same questions (NIAH single, --length tokens, chunk 1024, memory <= 256), same model, one run; the summary at the end
 prints each system's wall time, its speed-up over the plain loop and its accuracy.
@@ -18,6 +19,7 @@ SYSTEMS = {
     "memagent-grumem-engine": AgentConfig(mode="memagent"),
     "grumem-wo-exit-gate": AgentConfig(mode="grumem", exit_gate=False),
     "grumem-w-exit-gate": AgentConfig(mode="grumem", exit_gate=True),
+    "grumem-w-exit-gate-own-gates": AgentConfig(mode="grumem", exit_gate=True, gate_prior_threshold=None),
 }
 CHUNK_TOKENS, MEMORY_TOKENS, ANSWER_TOKENS = 1024, 256, 48
 

@@ -1,7 +1,8 @@
 """Engine throughput on SmolLM2-135M (fp32), side by side with Hugging Face transformers in the same run.
 
-prefill tokens/s at 1K and 4K, decode tokens/s at batch 1 and 16 over 2K tokens of context, and the prefill saved
-when 16 prompts share a 1K-token prefix. Throughputs land in extra_info["tokens_per_s"].
+prefill tokens/s at 1K and 4K, decode tokens/s at batch 1 and 16 over 2K tokens of context (against HF's tight
+forward loop and against `generate`), and the prefill saved when 16 prompts share a 1K-token prefix. Throughputs land
+in extra_info["tokens_per_s"].
 """
 import pytest
 import torch
@@ -45,10 +46,22 @@ def _hf_decode_setup(model, prompts):
 
 
 @pytest.mark.parametrize("batch", [1, 16])
-@pytest.mark.parametrize("system", ["grumem", "hf"])
+@pytest.mark.parametrize("system", ["grumem", "hf", "hf-generate"])
 def test_decode(benchmark, system, batch, grumem_llm, hf_model):
+    """hf: a tight forward loop over HF's KV cache; hf-generate: `generate` continuing from a prefilled cache."""
     prompts = random_prompts(batch, 2048, seed=batch)
-    if system == "grumem":
+    if system == "hf-generate":
+        def setup():  # all but the last prompt token cached: each of the DECODE_STEPS forwards is one token
+            cache = DynamicCache()
+            with torch.inference_mode():
+                hf_model(torch.tensor(prompts)[:, :-1], past_key_values=cache, logits_to_keep=1)
+            return (torch.tensor(prompts),), dict(past_key_values=cache)
+
+        def run(inputs, past_key_values):
+            with torch.inference_mode():
+                hf_model.generate(inputs, past_key_values=past_key_values, max_new_tokens=DECODE_STEPS,
+                                  min_new_tokens=DECODE_STEPS, do_sample=False, pad_token_id=0)
+    elif system == "grumem":
         def setup():
             _grumem_decode_setup(grumem_llm, prompts)
             return (), {}

@@ -1,6 +1,11 @@
 """Shared fixtures: seeds, markers, tiny random Llama/Qwen2 checkpoints, the real SmolLM2 and its tokenizer."""
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when a kernel is defined: before grumem imports one
 from transformers import LlamaConfig, Qwen2Config
 
 from helpers import TINY, save_hf_checkpoint

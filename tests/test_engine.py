@@ -36,7 +36,7 @@ def tiny_reference(tiny_llama_path):
     return prompts, hf_greedy(tiny_llama_path, prompts, GREEDY.max_tokens)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
 def test_greedy_batch_equals_transformers(tiny_llama_path, tiny_reference, backend):
     prompts, expected = tiny_reference
     llm = LLM(tiny_llama_path, num_kvcache_blocks=256, attention_backend=backend)

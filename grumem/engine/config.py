@@ -18,7 +18,7 @@ class Config:
     num_kvcache_blocks: int | None = None  # default: from kv_cache_memory_gb (CPU) or free GPU memory
     kv_cache_memory_gb: float = 4.0  # CPU only
     gpu_memory_utilization: float = 0.9
-    attention_backend: str = "auto"  # "auto", "torch" (reference), "cpu" (C++ ops), or a registered backend
+    attention_backend: str = "auto"  # "auto" (triton on CUDA, cpu on the CPU), "torch" (reference), "cpu", "triton"
     seed: int = 0  # weights of random-weight models and the shared sampling generator
 
     def __post_init__(self):

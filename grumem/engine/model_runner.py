@@ -29,6 +29,8 @@ class ModelRunner:
         name = self.config.attention_backend
         if name != "auto":
             return name
+        if self.device.type == "cuda":
+            return "triton"
         return "cpu" if self.device.type == "cpu" and cpp_ops.AVAILABLE else "torch"
 
     @property

@@ -1,8 +1,9 @@
 """Attention layer over the paged KV cache, and the attention-backend interface.
 
 A backend supplies three ops with the signatures of kernels/reference.py: store_kvcache, prefill_attention and
-paged_attention_decode. "torch" is the reference (any device); "cpu" swaps in the C++ decode op of csrc/ and a split prefill.
-Triton and flash-attn backends register themselves with `register_backend`; the engine Config picks one by name.
+paged_attention_decode. "torch" is the reference (any device); "cpu" swaps in the C++ decode op of csrc/ and a split
+prefill; "triton" runs the kernels of grumem/kernels (CUDA; the CPU only under TRITON_INTERPRET=1), imported on first
+use. Other backends register themselves with `register_backend`; the engine Config picks one by name.
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -30,13 +31,29 @@ BACKENDS: dict[str, AttentionBackend] = {
 }
 
 
+def _triton_backend() -> AttentionBackend:
+    from grumem.kernels.paged_attention import paged_attention_decode
+    from grumem.kernels.prefill_attention import prefill_attention
+    from grumem.kernels.store_kvcache import store_kvcache
+
+    def prefill(*args) -> torch.Tensor:
+        return prefill_attention(*args, max_seqlen_q=get_context().max_seqlen_q)  # known on the host: no sync
+
+    return AttentionBackend(store_kvcache, prefill, paged_attention_decode)
+
+
+LAZY_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {"triton": _triton_backend}
+
+
 def register_backend(name: str, backend: AttentionBackend) -> None:
     BACKENDS[name] = backend
 
 
 def get_backend(name: str) -> AttentionBackend:
+    if name not in BACKENDS and name in LAZY_BACKENDS:
+        BACKENDS[name] = LAZY_BACKENDS[name]()
     if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; available: {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown attention backend {name!r}; available: {', '.join([*BACKENDS, *LAZY_BACKENDS])}")
     return BACKENDS[name]
 
 
