@@ -46,9 +46,10 @@ def _hf_decode_setup(model, prompts):
 
 
 @pytest.mark.parametrize("batch", [1, 16])
-@pytest.mark.parametrize("system", ["grumem", "hf", "hf-generate"])
-def test_decode(benchmark, system, batch, grumem_llm, hf_model):
-    """hf: a tight forward loop over HF's KV cache; hf-generate: `generate` continuing from a prefilled cache."""
+@pytest.mark.parametrize("system", ["grumem", "grumem-bf16kv", "hf", "hf-generate"])
+def test_decode(benchmark, system, batch, request, hf_model):
+    """grumem-bf16kv: a bf16 KV cache under the fp32 model; hf: a tight forward loop over HF's KV cache;
+    hf-generate: `generate` continuing from a prefilled cache."""
     prompts = random_prompts(batch, 2048, seed=batch)
     if system == "hf-generate":
         def setup():  # all but the last prompt token cached: each of the DECODE_STEPS forwards is one token
@@ -61,14 +62,16 @@ def test_decode(benchmark, system, batch, grumem_llm, hf_model):
             with torch.inference_mode():
                 hf_model.generate(inputs, past_key_values=past_key_values, max_new_tokens=DECODE_STEPS,
                                   min_new_tokens=DECODE_STEPS, do_sample=False, pad_token_id=0)
-    elif system == "grumem":
+    elif system.startswith("grumem"):
+        llm = request.getfixturevalue("grumem_bf16kv_llm" if system == "grumem-bf16kv" else "grumem_llm")
+
         def setup():
-            _grumem_decode_setup(grumem_llm, prompts)
+            _grumem_decode_setup(llm, prompts)
             return (), {}
 
         def run():
-            while grumem_llm.has_unfinished_requests():
-                grumem_llm.step()
+            while llm.has_unfinished_requests():
+                llm.step()
     else:
         state = {}
 

@@ -16,6 +16,11 @@ def grumem_llm() -> LLM:
 
 
 @pytest.fixture(scope="session")
+def grumem_bf16kv_llm() -> LLM:
+    return LLM(max_num_batched_tokens=4096, max_num_seqs=64, kv_cache_dtype="bfloat16")
+
+
+@pytest.fixture(scope="session")
 def hf_model():
     return AutoModelForCausalLM.from_pretrained(checkpoint_path(DEFAULT_MODEL), dtype=torch.float32).eval()
 

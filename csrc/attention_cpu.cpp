@@ -1,7 +1,8 @@
 // Paged decode attention on the CPU, split-K ("flash decoding"): every sequence's context is cut into chunks of
 // kChunk tokens, the chunks run in parallel, each leaving a partial softmax (max, sum, unnormalised output) per
 // query head, and a final pass merges them. A chunk reads each cache row once for all KV heads, and the query
-// heads of a GQA group share it. Softmax and accumulation are in fp32.
+// heads of a GQA group share it. Softmax and accumulation are in fp32; the cache may hold a narrower type than q
+// (a bf16 cache halves the bytes read, and widening bf16 is a shift).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -14,8 +15,8 @@
 namespace {
 
 constexpr int64_t kChunk = 256;  // tokens per task: enough work to amortise a task, enough tasks for batch 1
-constexpr int64_t kLanes = 16;
-constexpr int64_t kPrefetchDistance = 8;  // rows ahead   // independent partial sums, so the compiler vectorises without reassociating
+constexpr int64_t kLanes = 16;  // independent partial sums, so the compiler vectorises without reassociating
+constexpr int64_t kPrefetchDistance = 8;  // rows ahead
 
 template <typename scalar_t>
 inline float dot(const float* q, const scalar_t* k, int64_t n) {
@@ -80,8 +81,7 @@ void decode_chunk(const float* qf, const scalar_t* k_cache, const scalar_t* v_ca
 }
 
 // Merges the chunks of one sequence into out (num_heads, head_dim).
-template <typename scalar_t>
-void merge_chunks(const float* partials, int64_t num_chunks, const Shape& s, scalar_t* out) {
+void merge_chunks(const float* partials, int64_t num_chunks, const Shape& s, float* out) {
   const int64_t width = s.head_dim + 2, stride = s.num_heads * width;
   for (int64_t h = 0; h < s.num_heads; ++h) {
     float max_score = partials[h * width];  // finite: every chunk holds a token (and -ffast-math assumes no inf)
@@ -94,7 +94,7 @@ void merge_chunks(const float* partials, int64_t num_chunks, const Shape& s, sca
       sum += w * p[1];
       axpy(w, p + 2, acc.data(), s.head_dim);
     }
-    for (int64_t d = 0; d < s.head_dim; ++d) out[h * s.head_dim + d] = static_cast<scalar_t>(acc[d] / sum);
+    for (int64_t d = 0; d < s.head_dim; ++d) out[h * s.head_dim + d] = acc[d] / sum;
   }
 }
 
@@ -104,7 +104,7 @@ at::Tensor paged_attention_decode(const at::Tensor& q, const at::Tensor& k_cache
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, double scale) {
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4, "q must be (seqs, heads, dim), caches (blocks, block_size, kv_heads, dim)");
   TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "inputs must be contiguous");
-  TORCH_CHECK(k_cache.sizes() == v_cache.sizes() && q.scalar_type() == k_cache.scalar_type(), "cache shape/dtype mismatch");
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes() && v_cache.scalar_type() == k_cache.scalar_type(), "cache shape/dtype mismatch");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && context_lens.scalar_type() == at::kInt, "int32 tables expected");
   const Shape s{q.size(1), k_cache.size(2), q.size(2), k_cache.size(1), block_tables.size(1)};
   TORCH_CHECK(s.num_heads % s.num_kv_heads == 0 && k_cache.size(3) == s.head_dim, "head counts or head_dim do not match");
@@ -119,27 +119,25 @@ at::Tensor paged_attention_decode(const at::Tensor& q, const at::Tensor& k_cache
   }
   const int64_t num_chunks = first_chunk[num_seqs], partial_stride = s.num_heads * (s.head_dim + 2);
   std::vector<float> partials(num_chunks * partial_stride);
-  std::vector<float> qf(q.numel());
-  auto out = at::empty_like(q);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "paged_attention_decode", [&] {
-    const scalar_t* q_ptr = q.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < q.numel(); ++i) qf[i] = static_cast<float>(q_ptr[i]) * static_cast<float>(scale);
+  const auto qf = (q.to(at::kFloat) * scale).contiguous();
+  auto out = at::empty(q.sizes(), q.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, k_cache.scalar_type(), "paged_attention_decode", [&] {
     const int32_t* table_ptr = tables.data_ptr<int32_t>();
     at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         const int64_t seq = std::upper_bound(first_chunk.begin(), first_chunk.end(), c) - first_chunk.begin() - 1;
         const int64_t t0 = (c - first_chunk[seq]) * kChunk, t1 = std::min<int64_t>(t0 + kChunk, len_ptr[seq]);
-        decode_chunk<scalar_t>(qf.data() + seq * s.num_heads * s.head_dim, k_cache.data_ptr<scalar_t>(),
+        decode_chunk<scalar_t>(qf.data_ptr<float>() + seq * s.num_heads * s.head_dim, k_cache.data_ptr<scalar_t>(),
                                v_cache.data_ptr<scalar_t>(), table_ptr + seq * s.max_blocks, t0, t1, s,
                                partials.data() + c * partial_stride);
       }
     });
-    scalar_t* out_ptr = out.data_ptr<scalar_t>();
-    at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        merge_chunks<scalar_t>(partials.data() + first_chunk[i] * partial_stride, first_chunk[i + 1] - first_chunk[i],
-                               s, out_ptr + i * s.num_heads * s.head_dim);
-    });
   });
-  return out;
+  float* out_ptr = out.data_ptr<float>();
+  at::parallel_for(0, num_seqs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      merge_chunks(partials.data() + first_chunk[i] * partial_stride, first_chunk[i + 1] - first_chunk[i], s,
+                   out_ptr + i * s.num_heads * s.head_dim);
+  });
+  return out.to(q.scalar_type());
 }

@@ -6,5 +6,6 @@
 // Decode attention over a paged KV cache: one query token per sequence.
 // q (num_seqs, num_heads, head_dim); k/v_cache (num_blocks, block_size, num_kv_heads, head_dim);
 // block_tables (num_seqs, max_blocks) int32; context_lens (num_seqs,) int32 -> (num_seqs, num_heads, head_dim).
+// The caches may have another floating dtype than q (e.g. bf16 under an fp32 model); the output has q's.
 at::Tensor paged_attention_decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, double scale);

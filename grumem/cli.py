@@ -24,6 +24,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda or auto")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     g.add_argument("--kv-cache-gb", type=float, default=4.0, help="KV-cache size on the CPU")
+    g.add_argument("--kv-cache-dtype", choices=["float32", "bfloat16", "float16"],
+                   help="default: the model's dtype; bfloat16 halves the cache")
 
 
 def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
@@ -65,7 +67,8 @@ def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -
 
 
 def make_llm(args) -> LLM:
-    return LLM(args.model, device=args.device, dtype=args.dtype, kv_cache_memory_gb=args.kv_cache_gb)
+    return LLM(args.model, device=args.device, dtype=args.dtype, kv_cache_memory_gb=args.kv_cache_gb,
+               kv_cache_dtype=args.kv_cache_dtype)
 
 
 def run_suite(llm: LLM, config: AgentConfig, samples: list[Sample], progress: bool) -> tuple[list, dict]:

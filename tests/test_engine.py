@@ -128,6 +128,25 @@ def test_logprobs_equal_a_full_forward(tiny_llama_path):
     torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_bf16_kv_cache_keeps_the_logprobs_close(tiny_llama_path, backend):
+    """Half the cache bytes: the fp32 model reads keys and values rounded to bf16 (8 mantissa bits)."""
+    prompt = prompts_with_shared_prefix(1, 40, 0)[0]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, prompt_logprobs=(20, 40))
+    outputs = {}
+    for kv_dtype in (None, "bfloat16"):
+        llm = LLM(tiny_llama_path, num_kvcache_blocks=64, attention_backend=backend, kv_cache_dtype=kv_dtype,
+                  max_num_batched_tokens=16)  # later prefill chunks read earlier ones from the cache
+        assert llm.model_runner.kv_cache.dtype == (torch.bfloat16 if kv_dtype else torch.float32)
+        outputs[kv_dtype] = llm.generate([prompt], params)[0]
+    exact, narrow = outputs[None], outputs["bfloat16"]
+    torch.testing.assert_close(torch.tensor(narrow.prompt_logprobs), torch.tensor(exact.prompt_logprobs),
+                               atol=2e-2, rtol=0)
+    assert narrow.prompt_logprobs != exact.prompt_logprobs  # the cache really was bf16
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        LLM(tiny_llama_path, kv_cache_dtype="int8")
+
+
 def test_prompt_logprobs_equal_a_full_forward_even_when_cached_or_chunked(tiny_llama_path):
     llm = LLM(tiny_llama_path, num_kvcache_blocks=64, max_num_batched_tokens=7)  # the span crosses prefill chunks
     prompt = prompts_with_shared_prefix(1, 45, 0)[0]

@@ -10,6 +10,7 @@ from grumem.engine.models.registry import DEFAULT_MODEL
 class Config:
     model: str = DEFAULT_MODEL  # a registry name or a Hugging Face checkpoint folder
     dtype: str = "float32"
+    kv_cache_dtype: str | None = None  # None: the model's dtype; "bfloat16" halves the cache (and decode's reads)
     device: str = "auto"  # "auto" = cuda when available, else cpu
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 4096  # prefill token budget per step (chunked prefill)
@@ -26,6 +27,8 @@ class Config:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available")
+        if self.kv_cache_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"kv_cache_dtype must be float32, bfloat16, float16 or None, got {self.kv_cache_dtype!r}")
         for name in ("max_num_seqs", "max_num_batched_tokens", "kvcache_block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -19,6 +19,8 @@ class ModelRunner:
         self.device = torch.device(config.device)
         self.model = load_model(config.model, config.dtype, config.device, config.seed)
         self.block_size = config.kvcache_block_size
+        model_dtype = self.model.lm_head.weight.dtype
+        self.kv_cache_dtype = getattr(torch, config.kv_cache_dtype) if config.kv_cache_dtype else model_dtype
         self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
         backend = get_backend(self._backend_name())
         for layer in self.attention_layers:
@@ -39,7 +41,7 @@ class ModelRunner:
 
     def _bytes_per_block(self) -> int:
         layer = self.attention_layers[0]
-        itemsize = torch.empty((), dtype=self.model.lm_head.weight.dtype).element_size()
+        itemsize = torch.empty((), dtype=self.kv_cache_dtype).element_size()
         return 2 * len(self.attention_layers) * self.block_size * layer.num_kv_heads * layer.head_dim * itemsize
 
     def _allocate_kv_cache(self) -> torch.Tensor:
@@ -54,11 +56,10 @@ class ModelRunner:
         if num_blocks < 1:
             raise ValueError("no memory left for the KV cache: lower max_num_batched_tokens or use a smaller model")
         layer = self.attention_layers[0]
-        dtype = self.model.lm_head.weight.dtype
         # (k/v, layers, num_blocks, block_size, num_kv_heads, head_dim); each layer gets views into it
         kv_cache = torch.zeros(
             2, len(self.attention_layers), num_blocks, self.block_size, layer.num_kv_heads, layer.head_dim,
-            dtype=dtype, device=self.device,
+            dtype=self.kv_cache_dtype, device=self.device,
         )
         for i, layer in enumerate(self.attention_layers):
             layer.k_cache, layer.v_cache = kv_cache[0, i], kv_cache[1, i]

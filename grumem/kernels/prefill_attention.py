@@ -44,8 +44,10 @@ def _prefill_attention_kernel(
         else:
             k_rows = k_start + keys
         kv_mask = valid[:, None] & dim_mask[None, :]
-        k = tl.load(k_ptr + k_rows[:, None] * stride_kt + kv_head * stride_kh + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + k_rows[:, None] * stride_vt + kv_head * stride_vh + dims[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(k_ptr + k_rows[:, None] * stride_kt + kv_head * stride_kh + dims[None, :], mask=kv_mask,
+                    other=0.0).to(q.dtype)
+        v = tl.load(v_ptr + k_rows[:, None] * stride_vt + kv_head * stride_vh + dims[None, :], mask=kv_mask,
+                    other=0.0).to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_M, BLOCK_N)
         visible = valid[None, :] & (keys[None, :] <= prefix + rows[:, None])
         s = tl.where(visible, s, float("-inf"))

@@ -39,8 +39,8 @@ def prefill_attention_cpu(
         new_out, new_lse = _flash(q_i, _heads_major(k[rows], group), _heads_major(v[rows], group), is_causal=True,
                                   scale=scale)
         if prefix_len > 0:
-            prefix_k = _heads_major(gather_kv_ref(k_cache, block_tables[i], prefix_len), group)
-            prefix_v = _heads_major(gather_kv_ref(v_cache, block_tables[i], prefix_len), group)
+            prefix_k = _heads_major(gather_kv_ref(k_cache, block_tables[i], prefix_len, q.dtype), group)
+            prefix_v = _heads_major(gather_kv_ref(v_cache, block_tables[i], prefix_len, q.dtype), group)
             old_out, old_lse = _flash(q_i, prefix_k, prefix_v, is_causal=False, scale=scale)
             lse = torch.logaddexp(new_lse, old_lse).unsqueeze(-1)  # (1, heads, len_q, 1)
             new_out = new_out * (new_lse.unsqueeze(-1) - lse).exp() + old_out * (old_lse.unsqueeze(-1) - lse).exp()

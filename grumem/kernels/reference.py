@@ -1,6 +1,7 @@
 """Torch references of every op: correct on any device, the CPU attention backend and the oracle for kernel tests.
 
-KV-cache layout: (num_blocks, block_size, num_kv_heads, head_dim); slot = block_id * block_size + offset.
+KV-cache layout: (num_blocks, block_size, num_kv_heads, head_dim); slot = block_id * block_size + offset. The cache
+may hold a narrower dtype than the model (kv_cache_dtype): stores round into it, reads widen to q's dtype.
 """
 import torch
 import torch.nn.functional as F
@@ -12,15 +13,15 @@ def store_kvcache_ref(
     """Writes key/value (num_tokens, num_kv_heads, head_dim) into their cache slots; slot -1 means skip."""
     keep = slot_mapping >= 0
     slots = slot_mapping[keep]
-    k_cache.view(-1, *k_cache.shape[2:])[slots] = key[keep]
-    v_cache.view(-1, *v_cache.shape[2:])[slots] = value[keep]
+    k_cache.view(-1, *k_cache.shape[2:])[slots] = key[keep].to(k_cache.dtype)
+    v_cache.view(-1, *v_cache.shape[2:])[slots] = value[keep].to(v_cache.dtype)
 
 
-def gather_kv_ref(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
-    """The first `length` cached tokens of one sequence: (length, num_kv_heads, head_dim)."""
+def gather_kv_ref(cache: torch.Tensor, block_table: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """The first `length` cached tokens of one sequence: (length, num_kv_heads, head_dim), in dtype."""
     block_size = cache.shape[1]
     num_blocks = (length + block_size - 1) // block_size
-    return cache[block_table[:num_blocks].long()].flatten(0, 1)[:length]
+    return cache[block_table[:num_blocks].long()].flatten(0, 1)[:length].to(dtype)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
@@ -56,8 +57,8 @@ def prefill_attention_ref(
         if block_tables is None:
             k_i, v_i = k[cu_k[i] : cu_k[i + 1]], v[cu_k[i] : cu_k[i + 1]]
         else:
-            k_i = gather_kv_ref(k_cache, block_tables[i], len_k)
-            v_i = gather_kv_ref(v_cache, block_tables[i], len_k)
+            k_i = gather_kv_ref(k_cache, block_tables[i], len_k, q.dtype)
+            v_i = gather_kv_ref(v_cache, block_tables[i], len_k, q.dtype)
         mask = None  # causal
         if len_k != len_q:  # queries sit after a cached prefix: query j sees keys up to len_k - len_q + j
             rows = torch.arange(len_q, device=q.device).unsqueeze(1) + (len_k - len_q)
@@ -79,7 +80,7 @@ def paged_attention_decode_ref(
     block_size = k_cache.shape[1]
     max_len = block_tables.shape[1] * block_size
     blocks = block_tables.clamp(min=0).long()  # -1 padding reads block 0 and is masked out below
-    k = k_cache[blocks].flatten(1, 2).transpose(1, 2)  # (num_seqs, num_kv_heads, max_len, head_dim)
-    v = v_cache[blocks].flatten(1, 2).transpose(1, 2)
+    k = k_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)  # (num_seqs, num_kv_heads, max_len, head_dim)
+    v = v_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)
     mask = torch.arange(max_len, device=q.device).unsqueeze(0) < context_lens.unsqueeze(1)  # (num_seqs, max_len)
     return _attend(q.unsqueeze(2), k, v, mask[:, None, None, :], scale).squeeze(2)

@@ -20,8 +20,8 @@ def _store_kvcache_kernel(
     key = tl.load(key_ptr + token * stride_kt + heads * stride_kh + dims, mask=mask)
     value = tl.load(value_ptr + token * stride_vt + heads * stride_vh + dims, mask=mask)
     cache_offsets = slot * stride_cs + heads * stride_ch + dims
-    tl.store(k_cache_ptr + cache_offsets, key, mask=mask)
-    tl.store(v_cache_ptr + cache_offsets, value, mask=mask)
+    tl.store(k_cache_ptr + cache_offsets, key.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_cache_ptr + cache_offsets, value.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
 
 def store_kvcache(
@@ -31,7 +31,7 @@ def store_kvcache(
     head_dim) at slot_mapping (num_tokens,); slot -1 = skip."""
     num_tokens, num_kv_heads, head_dim = key.shape
     assert key.stride(-1) == value.stride(-1) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
-    assert k_cache.stride() == v_cache.stride() and key.dtype == k_cache.dtype
+    assert k_cache.stride() == v_cache.stride() and k_cache.dtype == v_cache.dtype
     if num_tokens == 0:
         return
     _store_kvcache_kernel[(num_tokens,)](

@@ -27,6 +27,18 @@ def test_paged_attention_decode_matches_reference(dtype, num_heads, num_kv_heads
     torch.testing.assert_close(out, expected, atol=atol, rtol=rtol)
 
 
+def test_paged_attention_decode_reads_a_narrower_cache():
+    """An fp32 model over a bf16 cache: the op widens each row it reads, as the reference does."""
+    lens = [1, 17, 600]
+    k_cache, v_cache, tables, _, _ = make_paged_kv(lens, 3, 64, 16, torch.bfloat16)
+    q = torch.randn(len(lens), 9, 64)
+    context_lens = torch.tensor(lens, dtype=torch.int32)
+    out = cpp_ops.paged_attention_decode(q, k_cache, v_cache, tables, context_lens, 0.125)
+    assert out.dtype == torch.float32
+    expected = paged_attention_decode_ref(q, k_cache, v_cache, tables, context_lens, 0.125)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_paged_attention_decode_opcheck():
     k_cache, v_cache, tables, _, _ = make_paged_kv([3, 20], 2, 16, 16)
     q = torch.randn(2, 4, 16)

@@ -15,4 +15,8 @@ class VocabEmbedding(nn.Module):
 
 class LMHead(VocabEmbedding):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden_states, self.weight)
+        if hidden_states.device.type != "cpu":
+            return F.linear(hidden_states, self.weight)
+        # NOTE: on the CPU, x W^T with few rows and a 49K-row W runs 1.4x (16 rows) to 6x (2 rows) slower in
+        # oneDNN/MKL than the same product as (W x^T)^T, a tall-skinny GEMM (SmolLM2, 2-core EPYC)
+        return torch.mm(self.weight, hidden_states.t()).t().contiguous()
