@@ -1,8 +1,8 @@
-"""Engine throughput on SmolLM2-135M (fp32), side by side with Hugging Face transformers in the same run.
+"""Engine throughput on SmolLM2-135M, side by side with Hugging Face transformers in the same run.
 
 prefill tokens/s at 1K and 4K, decode tokens/s at batch 1 and 16 over 2K tokens of context (against HF's tight
-forward loop and against `generate`), and the prefill saved when 16 prompts share a 1K-token prefix. Throughputs land
-in extra_info["tokens_per_s"].
+forward loop and against `generate`), and the prefill saved when 16 prompts share a 1K-token prefix; fp32, and bf16
+on both sides (fast on CPUs with AVX512-BF16 or AMX). Throughputs land in extra_info["tokens_per_s"].
 """
 import pytest
 import torch
@@ -16,14 +16,14 @@ GREEDY_ONE = SamplingParams(temperature=0, max_tokens=1)
 
 
 @pytest.mark.parametrize("length", [1024, 4096])
-@pytest.mark.parametrize("system", ["grumem", "hf"])
-def test_prefill(benchmark, system, length, grumem_llm, hf_model):
+@pytest.mark.parametrize("system", ["grumem", "hf", "grumem-bf16", "hf-bf16"])
+def test_prefill(benchmark, system, length, engines):
     prompt = random_prompts(1, length, seed=length)[0]
-    if system == "grumem":
-        grumem_llm.reset_prefix_cache()  # measure computation, not the cache
-        run = lambda: (grumem_llm.reset_prefix_cache(), grumem_llm.generate([prompt], GREEDY_ONE))  # noqa: E731
+    engine = engines(system)
+    if system.startswith("grumem"):
+        run = lambda: (engine.reset_prefix_cache(), engine.generate([prompt], GREEDY_ONE))  # noqa: E731
     else:
-        run = lambda: hf_model(torch.tensor([prompt]), logits_to_keep=1)  # noqa: E731
+        run = lambda: engine(torch.tensor([prompt]), logits_to_keep=1)  # noqa: E731
     with torch.inference_mode():
         benchmark.pedantic(run, rounds=2, warmup_rounds=1)
     benchmark.extra_info["tokens_per_s"] = length / benchmark.stats.stats.mean
@@ -46,43 +46,42 @@ def _hf_decode_setup(model, prompts):
 
 
 @pytest.mark.parametrize("batch", [1, 16])
-@pytest.mark.parametrize("system", ["grumem", "grumem-bf16kv", "hf", "hf-generate"])
-def test_decode(benchmark, system, batch, request, hf_model):
+@pytest.mark.parametrize("system", ["grumem", "grumem-bf16kv", "hf", "hf-generate", "grumem-bf16", "hf-bf16"])
+def test_decode(benchmark, system, batch, engines):
     """grumem-bf16kv: a bf16 KV cache under the fp32 model; hf: a tight forward loop over HF's KV cache;
     hf-generate: `generate` continuing from a prefilled cache."""
     prompts = random_prompts(batch, 2048, seed=batch)
+    engine = engines(system)
     if system == "hf-generate":
         def setup():  # all but the last prompt token cached: each of the DECODE_STEPS forwards is one token
             cache = DynamicCache()
             with torch.inference_mode():
-                hf_model(torch.tensor(prompts)[:, :-1], past_key_values=cache, logits_to_keep=1)
+                engine(torch.tensor(prompts)[:, :-1], past_key_values=cache, logits_to_keep=1)
             return (torch.tensor(prompts),), dict(past_key_values=cache)
 
         def run(inputs, past_key_values):
             with torch.inference_mode():
-                hf_model.generate(inputs, past_key_values=past_key_values, max_new_tokens=DECODE_STEPS,
+                engine.generate(inputs, past_key_values=past_key_values, max_new_tokens=DECODE_STEPS,
                                   min_new_tokens=DECODE_STEPS, do_sample=False, pad_token_id=0)
     elif system.startswith("grumem"):
-        llm = request.getfixturevalue("grumem_bf16kv_llm" if system == "grumem-bf16kv" else "grumem_llm")
-
         def setup():
-            _grumem_decode_setup(llm, prompts)
+            _grumem_decode_setup(engine, prompts)
             return (), {}
 
         def run():
-            while llm.has_unfinished_requests():
-                llm.step()
+            while engine.has_unfinished_requests():
+                engine.step()
     else:
         state = {}
 
         def setup():
-            state["cache"], state["next"] = _hf_decode_setup(hf_model, prompts)
+            state["cache"], state["next"] = _hf_decode_setup(engine, prompts)
             return (), {}
 
         @torch.inference_mode()
         def run():
             for _ in range(DECODE_STEPS):
-                logits = hf_model(state["next"], past_key_values=state["cache"]).logits
+                logits = engine(state["next"], past_key_values=state["cache"]).logits
                 state["next"] = logits[:, -1].argmax(-1, keepdim=True)
 
     benchmark.pedantic(run, setup=setup, rounds=2)
@@ -90,20 +89,21 @@ def test_decode(benchmark, system, batch, request, hf_model):
 
 
 @pytest.mark.parametrize("system", ["grumem", "hf"])
-def test_shared_prefix_prefill(benchmark, system, grumem_llm, hf_model):
+def test_shared_prefix_prefill(benchmark, system, engines):
     """16 prompts = one 1K-token prefix + 64 own tokens: grumem computes the prefix once."""
     prefix = random_prompts(1, 1024, seed=7)[0]
     prompts = random_prompts(16, 64, seed=8, prefix=prefix)
+    engine = engines(system)
     if system == "grumem":
         def run():
-            grumem_llm.reset_prefix_cache()
-            before = grumem_llm.stats.num_prefill_tokens
-            grumem_llm.generate(prompts, GREEDY_ONE)
-            benchmark.extra_info["prefill_tokens_computed"] = grumem_llm.stats.num_prefill_tokens - before
+            engine.reset_prefix_cache()
+            before = engine.stats.num_prefill_tokens
+            engine.generate(prompts, GREEDY_ONE)
+            benchmark.extra_info["prefill_tokens_computed"] = engine.stats.num_prefill_tokens - before
     else:
         def run():
             with torch.inference_mode():
-                hf_model(torch.tensor(prompts), logits_to_keep=1)
+                engine(torch.tensor(prompts), logits_to_keep=1)
             benchmark.extra_info["prefill_tokens_computed"] = 16 * len(prompts[0])
 
     benchmark.pedantic(run, rounds=1, warmup_rounds=0)

@@ -10,19 +10,37 @@ from grumem.engine import LLM
 from grumem.engine.models.registry import DEFAULT_MODEL, checkpoint_path
 
 
-@pytest.fixture(scope="session")
-def grumem_llm() -> LLM:
-    return LLM(max_num_batched_tokens=4096, max_num_seqs=64)
+# bench_engine's systems: fp32 (exact against HF), fp32 over a bf16 KV cache, and all bf16 (on each side)
+GRUMEM_OPTIONS = {"grumem": {}, "grumem-bf16kv": {"kv_cache_dtype": "bfloat16"}, "grumem-bf16": {"dtype": "bfloat16"}}
+HF_DTYPES = {"hf": torch.float32, "hf-bf16": torch.bfloat16}  # hf-generate runs the "hf" model
 
 
 @pytest.fixture(scope="session")
-def grumem_bf16kv_llm() -> LLM:
-    return LLM(max_num_batched_tokens=4096, max_num_seqs=64, kv_cache_dtype="bfloat16")
+def engines():
+    """Engines and HF models by system name, built on first use."""
+    built = {}
+
+    def get(system: str):
+        system = "hf" if system == "hf-generate" else system
+        if system not in built:
+            if system in GRUMEM_OPTIONS:
+                built[system] = LLM(max_num_batched_tokens=4096, max_num_seqs=64, **GRUMEM_OPTIONS[system])
+            else:
+                path = checkpoint_path(DEFAULT_MODEL)
+                built[system] = AutoModelForCausalLM.from_pretrained(path, dtype=HF_DTYPES[system]).eval()
+        return built[system]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def hf_model():
-    return AutoModelForCausalLM.from_pretrained(checkpoint_path(DEFAULT_MODEL), dtype=torch.float32).eval()
+def grumem_llm(engines) -> LLM:
+    return engines("grumem")
+
+
+@pytest.fixture(scope="session")
+def hf_model(engines):
+    return engines("hf")
 
 
 def pytest_addoption(parser):

@@ -22,7 +22,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--model", default=DEFAULT_MODEL, help="registry name or Hugging Face checkpoint folder")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else float32")
     g.add_argument("--kv-cache-gb", type=float, default=4.0, help="KV-cache size on the CPU")
     g.add_argument("--kv-cache-dtype", choices=["float32", "bfloat16", "float16"],
                    help="default: the model's dtype; bfloat16 halves the cache")

@@ -147,6 +147,12 @@ def test_bf16_kv_cache_keeps_the_logprobs_close(tiny_llama_path, backend):
         LLM(tiny_llama_path, kv_cache_dtype="int8")
 
 
+def test_auto_dtype_is_bf16_only_where_it_is_fast():
+    from grumem.engine.config import Config, cpu_has_native_bf16
+
+    assert Config(dtype="auto", device="cpu").dtype == ("bfloat16" if cpu_has_native_bf16() else "float32")
+
+
 def test_prompt_logprobs_equal_a_full_forward_even_when_cached_or_chunked(tiny_llama_path):
     llm = LLM(tiny_llama_path, num_kvcache_blocks=64, max_num_batched_tokens=7)  # the span crosses prefill chunks
     prompt = prompts_with_shared_prefix(1, 45, 0)[0]

@@ -9,7 +9,7 @@ from grumem.engine.models.registry import DEFAULT_MODEL
 @dataclass(slots=True)
 class Config:
     model: str = DEFAULT_MODEL  # a registry name or a Hugging Face checkpoint folder
-    dtype: str = "float32"
+    dtype: str = "float32"  # "auto": bfloat16 on CUDA and on CPUs with native bf16 dot products, else float32
     kv_cache_dtype: str | None = None  # None: the model's dtype; "bfloat16" halves the cache (and decode's reads)
     device: str = "auto"  # "auto" = cuda when available, else cpu
     max_num_seqs: int = 64
@@ -27,6 +27,8 @@ class Config:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available")
+        if self.dtype == "auto":
+            self.dtype = "bfloat16" if self.device.startswith("cuda") or cpu_has_native_bf16() else "float32"
         if self.kv_cache_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"kv_cache_dtype must be float32, bfloat16, float16 or None, got {self.kv_cache_dtype!r}")
         for name in ("max_num_seqs", "max_num_batched_tokens", "kvcache_block_size"):
@@ -44,3 +46,10 @@ class Config:
         if unknown:
             raise ValueError(f"unknown engine options {sorted(unknown)}; valid: {sorted(names - {'model'})}")
         return cls(model=model, **kwargs)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 GEMMs then run 3 to 4x faster than fp32 (2-core EPYC with AVX512-BF16: 467 vs
+    130 GFLOPS at 16 rows); without them bf16 is emulated and slower."""
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # torch >= 2.8; older: assume no
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))

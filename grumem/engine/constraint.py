@@ -2,13 +2,13 @@
 
 format: <think>...</think>\n<check>yes|no</check>\n<update>\n...</update>\n<next>continue|end</next><eos>
 - "format" mode drives the whole turn: tag text is forced, free text may not end the turn nor start with a tag,
-  the two gates are choices, and caps (tokens, or lines of thinking) force </think> and </update>. After check=no the update is forced
-  empty: the candidate would be discarded anyway, so generating it is wasted decode.
+  the two gates are choices, and caps (tokens, or lines of thinking) force </think> and </update>. After check=no
+  the update is forced empty: the candidate would be discarded anyway, so generating it is wasted decode.
 - A gate prior (`evidence`, a log-likelihood ratio) is added to the logits of check=yes and of next=end (after
   check=no, minus its magnitude: an unchanged memory gives no new reason to stop).
 - "gates" mode leaves the text free and only constrains the values after a <check> or <next> the model wrote.
 Masks are rows of one (num_rows, vocab) table indexed per sequence; forced tokens bypass sampling. Per sequence and
-token the CPU work is one dictionary look-up of the token's text and a tag check when that text holds a '>'.
+token the CPU work is one list look-up of the token's text and a tag check when that text holds a '>'.
 """
 from collections import deque
 
@@ -40,25 +40,22 @@ class GateGrammar:
         self.eos_token_id = tokenizer.eos_token_id
         table = torch.ones(5, len(tokenizer), dtype=torch.bool)
         table[NO_EOS, tokenizer.all_special_ids] = False
+        self.pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])  # each token's text
         # a thought or a memory starts with text: models that skip to the next tag here leave the phase empty
-        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         table[TEXT_START] = table[NO_EOS]
-        table[TEXT_START, [i for i, p in enumerate(pieces) if p.lstrip().startswith("<")]] = False
+        table[TEXT_START, [i for i, p in enumerate(self.pieces) if p.lstrip().startswith("<")]] = False
         for row, gate in ((CHECK_CHOICE, CHECK), (NEXT_CHOICE, NEXT)):
             firsts = [ids[0] for ids in self.options[gate].values()]
             assert len(set(firsts)) == len(firsts), f"{gate} options must differ in their first token"
             table[row] = False
             table[row, firsts] = True
         self.mask_table = table.to(device)
-        self._pieces: dict[int, str] = {}
 
     def tag_ids(self, *tags: str) -> list[int]:
         return [i for tag in tags for i in self.ids[tag]]
 
     def piece(self, token_id: int) -> str:
-        if token_id not in self._pieces:
-            self._pieces[token_id] = self.tokenizer.decode([token_id])
-        return self._pieces[token_id]
+        return self.pieces[token_id]
 
 
 class GateState:
