@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from grumem.kernels.online_softmax import online_softmax_update
+
 
 @triton.jit
 def _paged_attention_decode_kernel(
@@ -43,12 +45,7 @@ def _paged_attention_decode_kernel(
         v = tl.load(v_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0).to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_H, BLOCK_N)
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
 
     # an empty split (context shorter than the others) leaves l_i = 0: lse = -inf, weight 0 in the merge
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from grumem.kernels.online_softmax import online_softmax_update
+
 
 @triton.jit
 def _prefill_attention_kernel(
@@ -51,13 +53,7 @@ def _prefill_attention_kernel(
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_M, BLOCK_N)
         visible = valid[None, :] & (keys[None, :] <= prefix + rows[:, None])
         s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows past len_q see no key at all
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_update(s, v, m_i, l_i, acc, PRECISION)
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(out_ptr + (q_start + rows[:, None]) * stride_ot + head * stride_oh + dims[None, :],
