@@ -13,7 +13,7 @@ TOLERANCES = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bf
 
 
 @pytest.mark.parametrize("dtype", TOLERANCES, ids=str)
-@pytest.mark.parametrize("num_heads, num_kv_heads, head_dim", [(8, 8, 64), (9, 3, 64), (16, 2, 128)])
+@pytest.mark.parametrize("num_heads, num_kv_heads, head_dim", [(8, 8, 64), (9, 3, 64), (16, 2, 128), (6, 2, 80)])
 def test_paged_attention_decode_matches_reference(dtype, num_heads, num_kv_heads, head_dim):
     lens = [1, 16, 17, 600]  # 600 spans three 256-token split-K chunks that must be merged
     k_cache, v_cache, tables, _, _ = make_paged_kv(lens, num_kv_heads, head_dim, 16, dtype)
