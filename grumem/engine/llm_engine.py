@@ -13,7 +13,6 @@ from grumem.engine import prompt_logprobs
 from grumem.engine.block_manager import BlockManager
 from grumem.engine.config import Config
 from grumem.engine.constraint import GateGrammar, GateState
-from grumem.engine.loader import load_named_tensors
 from grumem.engine.model_runner import ModelRunner
 from grumem.engine.models.registry import DEFAULT_MODEL, load_tokenizer
 from grumem.engine.outputs import EngineStats, RequestOutput
@@ -234,7 +233,7 @@ class LLMEngine:
         """Loads new weights (checkpoint names, packed as at load time) and drops the now stale prefix cache."""
         if self.requests:
             raise RuntimeError("update_weights needs an idle engine: finish or abort the requests in flight first")
-        load_named_tensors(self.model_runner.model, named_tensors)
+        self.model_runner.update_weights(named_tensors)
         self.reset_prefix_cache()
 
     def reset_prefix_cache(self) -> None:

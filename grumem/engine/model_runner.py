@@ -8,6 +8,8 @@ import torch
 from grumem.engine.config import Config
 from grumem.engine.context import reset_context, set_context
 from grumem.engine.layers.attention import Attention, get_backend
+from grumem.engine.layers.prepacked import prepack_linears
+from grumem.engine.loader import load_named_tensors
 from grumem.engine.models.registry import load_model
 from grumem.engine.scheduler import ScheduledBatch
 from grumem.kernels import cpp_ops
@@ -18,6 +20,7 @@ class ModelRunner:
         self.config = config
         self.device = torch.device(config.device)
         self.model = load_model(config.model, config.dtype, config.device, config.seed)
+        prepack_linears(self.model)
         self.block_size = config.kvcache_block_size
         model_dtype = self.model.lm_head.weight.dtype
         self.kv_cache_dtype = getattr(torch, config.kv_cache_dtype) if config.kv_cache_dtype else model_dtype
@@ -26,6 +29,10 @@ class ModelRunner:
         for layer in self.attention_layers:
             layer.backend = backend
         self.kv_cache = self._allocate_kv_cache()
+
+    def update_weights(self, named_tensors) -> None:
+        load_named_tensors(self.model, named_tensors)
+        prepack_linears(self.model)
 
     def _backend_name(self) -> str:
         name = self.config.attention_backend

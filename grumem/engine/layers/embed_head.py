@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grumem.engine.layers.linear import linear
+from grumem.engine.layers.prepacked import PrepackedWeight
 
 
 class VocabEmbedding(nn.Module):
@@ -15,6 +15,6 @@ class VocabEmbedding(nn.Module):
         return F.embedding(input_ids, self.weight)
 
 
-class LMHead(VocabEmbedding):
+class LMHead(PrepackedWeight, VocabEmbedding):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return linear(hidden_states, self.weight)
+        return self.forward_linear(hidden_states)

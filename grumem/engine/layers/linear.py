@@ -3,8 +3,9 @@
 Each parameter carries a `weight_loader(param, loaded, shard_id)` that copies one checkpoint tensor into its slice.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from grumem.engine.layers.prepacked import PrepackedWeight
 
 
 def default_weight_loader(param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None) -> None:
@@ -14,25 +15,7 @@ def default_weight_loader(param: nn.Parameter, loaded: torch.Tensor, shard_id: s
     param.data.copy_(loaded)
 
 
-SKINNY_MAX_ROWS = 64
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, except for decode-sized fp32 products on the CPU, which run as (W x^T)^T.
-
-    NOTE: MKL's x W^T with 2-8 rows of x is 2-6x slower than the same product as a tall-skinny W x^T (1.0-1.4x at
-    16-64 rows), and one row takes a GEMV path 2-3x slower than two rows as W x^T, so one row is padded to two
-    (2-core EPYC, SmolLM2 shapes, weights streamed from DRAM). In bf16 oneDNN's x W^T is the faster form.
-    """
-    rows = x.shape[0]
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 2 or not 1 <= rows <= SKINNY_MAX_ROWS:
-        return F.linear(x, weight, bias)
-    padded = x if rows > 1 else x.expand(2, -1)
-    out = torch.mm(weight, padded.t()).t()[:rows].contiguous()
-    return out.add_(bias) if bias is not None else out
-
-
-class Linear(nn.Module):
+class Linear(PrepackedWeight, nn.Module):
     """y = x W^T (+ b), with the weight split along the output dim into named shards."""
 
     def __init__(self, input_size: int, shard_sizes: dict[str | int, int] | None, output_size: int, bias: bool):
@@ -61,7 +44,7 @@ class Linear(nn.Module):
         target.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return self.forward_linear(x, self.bias)
 
 
 class ReplicatedLinear(Linear):
