@@ -24,7 +24,8 @@ def engines():
         system = "hf" if system == "hf-generate" else system
         if system not in built:
             if system in GRUMEM_OPTIONS:
-                built[system] = LLM(max_num_batched_tokens=4096, max_num_seqs=64, **GRUMEM_OPTIONS[system])
+                built[system] = LLM(max_num_batched_tokens=4096, max_num_seqs=64, kv_cache_memory_gb=2.0,
+                                    **GRUMEM_OPTIONS[system])
             else:
                 path = checkpoint_path(DEFAULT_MODEL)
                 built[system] = AutoModelForCausalLM.from_pretrained(path, dtype=HF_DTYPES[system]).eval()

@@ -27,10 +27,8 @@ class LLMEngine:
         self.config = Config.from_kwargs(model, **kwargs)
         self.tokenizer = load_tokenizer(self.config.model)
         self.model_runner = ModelRunner(self.config)
-        hf_config = self.model_runner.model.config
-        self.vocab_size = hf_config.vocab_size
-        self.max_model_len = min(self.config.max_model_len or hf_config.max_position_embeddings,
-                                 hf_config.max_position_embeddings)
+        self.vocab_size = self.model_runner.model.config.vocab_size
+        self.max_model_len = self.model_runner.max_model_len
         self.block_manager = BlockManager(self.model_runner.num_blocks, self.config.kvcache_block_size)
         self.scheduler = Scheduler(self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens)
         self.sampler = Sampler(self.config.seed, self.model_runner.device)

@@ -6,7 +6,8 @@ Logits are computed only where a token will be sampled (the last position of a c
 import torch
 
 from grumem.engine.config import Config
-from grumem.engine.context import reset_context, set_context
+from grumem.engine.context import get_context, reset_context, set_context
+from grumem.engine.cuda_graphs import DecodeGraphs
 from grumem.engine.layers.attention import Attention, get_backend
 from grumem.engine.layers.prepacked import prepack_linears
 from grumem.engine.loader import load_named_tensors
@@ -24,11 +25,20 @@ class ModelRunner:
         self.block_size = config.kvcache_block_size
         model_dtype = self.model.lm_head.weight.dtype
         self.kv_cache_dtype = getattr(torch, config.kv_cache_dtype) if config.kv_cache_dtype else model_dtype
+        hf_config = self.model.config
+        self.max_model_len = min(config.max_model_len or hf_config.max_position_embeddings,
+                                 hf_config.max_position_embeddings)
         self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
-        backend = get_backend(self._backend_name())
+        backend_name = self._backend_name()
+        backend = get_backend(backend_name)
         for layer in self.attention_layers:
             layer.backend = backend
         self.kv_cache = self._allocate_kv_cache()
+        self.decode_graphs = None
+        if self.device.type == "cuda" and backend_name == "triton" and not config.enforce_eager:
+            max_blocks_per_seq = -(-self.max_model_len // self.block_size)
+            self.decode_graphs = DecodeGraphs(self.model, config.max_num_seqs, max_blocks_per_seq,
+                                              hf_config.hidden_size, model_dtype, self.device)
 
     def update_weights(self, named_tensors) -> None:
         load_named_tensors(self.model, named_tensors)
@@ -99,7 +109,10 @@ class ModelRunner:
             input_ids, positions = self._prepare_decode(batch)
             logits_index = torch.tensor(sample_rows, device=self.device)
         try:
-            hidden_states = self.model(input_ids, positions)
+            if batch.is_prefill or self.decode_graphs is None:
+                hidden_states = self.model(input_ids, positions)
+            else:
+                hidden_states = self.decode_graphs.replay(input_ids, positions, get_context())
             logits = self.model.compute_logits(hidden_states[logits_index]).float()
             return logits, self._prompt_logprobs(hidden_states, prompt_rows, prompt_targets)
         finally:
