@@ -9,3 +9,6 @@
 // The caches may have another floating dtype than q (e.g. bf16 under an fp32 model); the output has q's.
 at::Tensor paged_attention_decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, double scale);
+
+// SwiGLU: x (tokens, 2 * d) = [gate | up] -> silu(gate) * up, (tokens, d), in x's dtype (fp32, fp64 or bf16).
+at::Tensor silu_and_mul(const at::Tensor& x);

@@ -27,8 +27,18 @@ def paged_attention_decode(
     return torch.ops.grumem.paged_attention_decode(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    if not AVAILABLE or x.device.type != "cpu" or x.dim() != 2 or x.dtype not in (torch.float32, torch.bfloat16):
+        return reference.silu_and_mul_ref(x)
+    return torch.ops.grumem.silu_and_mul(x)
+
+
 if AVAILABLE:
 
     @torch.library.register_fake("grumem::paged_attention_decode")
     def _(q, k_cache, v_cache, block_tables, context_lens, scale):
         return torch.empty_like(q)
+
+    @torch.library.register_fake("grumem::silu_and_mul")
+    def _(x):
+        return x.new_empty(x.shape[0], x.shape[1] // 2)

@@ -84,3 +84,9 @@ def paged_attention_decode_ref(
     v = v_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)
     mask = torch.arange(max_len, device=q.device).unsqueeze(0) < context_lens.unsqueeze(1)  # (num_seqs, max_len)
     return _attend(q.unsqueeze(2), k, v, mask[:, None, None, :], scale).squeeze(2)
+
+
+def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
+    """SwiGLU on a packed [gate | up] projection: silu(gate) * up."""
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate) * up

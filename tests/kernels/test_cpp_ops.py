@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from grumem.kernels import cpp_ops
-from grumem.kernels.reference import paged_attention_decode_ref
+from grumem.kernels.reference import paged_attention_decode_ref, silu_and_mul_ref
 from paged_kv import make_paged_kv
 
 pytestmark = pytest.mark.skipif(not cpp_ops.AVAILABLE, reason="grumem._C is not built")
@@ -51,3 +51,19 @@ def test_paged_attention_decode_rejects_bad_shapes():
     with pytest.raises(RuntimeError, match="head counts or head_dim"):
         torch.ops.grumem.paged_attention_decode(torch.randn(1, 3, 16), k_cache, v_cache, tables,
                                                 torch.tensor([3], dtype=torch.int32), 0.25)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("rows, d", [(1, 8), (7, 1536), (300, 40)])
+def test_silu_and_mul_matches_reference(dtype, rows, d):
+    x = (torch.randn(rows, 2 * d) * 4).to(dtype)
+    out = torch.ops.grumem.silu_and_mul(x)
+    assert out.shape == (rows, d) and out.dtype == dtype
+    expected = silu_and_mul_ref(x.float()).to(dtype)  # the op rounds once, from fp32
+    torch.testing.assert_close(out, expected, **({} if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)))
+
+
+def test_silu_and_mul_opcheck_and_bad_shape():
+    torch.library.opcheck(torch.ops.grumem.silu_and_mul.default, (torch.randn(5, 12),))
+    with pytest.raises(RuntimeError, match="2 \\* d"):
+        torch.ops.grumem.silu_and_mul(torch.randn(5, 7))
