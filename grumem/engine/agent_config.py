@@ -48,6 +48,15 @@ class AgentConfig:
                 and self.constraint is not None)
 
     @property
+    def memory_constraint(self) -> dict:
+        """The constraint settings of a memory turn (SamplingParams fields); the trainer replays its masks."""
+        gated = self.mode == "grumem"
+        return dict(constraint=self.constraint if gated else None,
+                    max_think_tokens=self.max_think_tokens if gated else None,
+                    max_memory_tokens=self.memory_tokens if gated else None,
+                    max_think_lines=self.max_think_lines if gated else None)
+
+    @property
     def memory_turn_tokens(self) -> int:
         """max_tokens of a memory turn: the memory itself for memagent; think + update + tags for grumem."""
         if self.mode == "memagent":

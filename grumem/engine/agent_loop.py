@@ -56,13 +56,10 @@ class _Reader:
         config = self.agent.config
         prompt, span = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids,
                                                                self.chunks[self.chunk_index])
-        gated, prior = config.mode == "grumem", config.uses_gate_prior
+        prior = config.uses_gate_prior
         params = SamplingParams(
             temperature=config.temperature, top_p=config.top_p, max_tokens=config.memory_turn_tokens, n=n,
-            seed=self._turn_seed(), constraint=config.constraint if gated else None,
-            max_think_tokens=config.max_think_tokens if gated else None,
-            max_memory_tokens=config.memory_tokens if gated else None,
-            max_think_lines=config.max_think_lines if gated else None,
+            seed=self._turn_seed(), **config.memory_constraint,
             prompt_logprobs=span if prior else None, evidence_offset=self.evidence_offset if prior else None,
         )
         return prompt, params

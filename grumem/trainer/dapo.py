@@ -1,0 +1,201 @@
+"""Multi-Conv DAPO on the rollout API: G memory-loop rollouts per question, GRU-Mem rewards and advantages, one
+training row per turn, the token-mean clipped surrogate, and the new weights pushed back to the engine.
+
+One `step` (strictly on-policy between steps):
+1. rollouts of `groups_per_step` questions, G each; groups whose advantages are all zero are dropped and new
+   questions rolled out, at most `max_generation_rounds` times (dynamic sampling; a short batch trains as it is);
+2. rows with pi_old recomputed by the trained weights (or the engine's logprobs, `old_logprobs="engine"`);
+3. `mini_batches` optimizer updates over the shuffled rows, each a token-mean over its mini-batch, accumulated over
+   micro-batches of at most `micro_batch_tokens` padded tokens;
+4. `LLM.update_weights` (which also drops the stale prefix cache).
+"""
+import copy
+import itertools
+import random
+import time
+from collections.abc import Iterator
+
+import torch
+
+from grumem.engine.agent_config import AgentConfig
+from grumem.engine.agent_loop import MemoryAgent
+from grumem.engine.llm import LLM
+from grumem.engine.models.registry import checkpoint_path
+from grumem.engine.trajectory import Trajectory
+from grumem.tasks import Sample
+from grumem.trainer.advantages import group_advantages, has_signal
+from grumem.trainer.config import TrainerConfig
+from grumem.trainer.loss import clipped_surrogate, k3_kl
+from grumem.trainer.policy import Policy
+from grumem.trainer.rewards import EXIT_EARLY, EXIT_EXACT, TrajectoryReward, trajectory_reward
+from grumem.trainer.rows import TrainingRow, trajectory_rows
+
+
+class DAPOTrainer:
+    def __init__(self, llm: LLM, agent_config: AgentConfig | None = None, config: TrainerConfig | None = None,
+                 policy: Policy | None = None):
+        self.config = config or TrainerConfig()
+        self.agent_config = agent_config or AgentConfig(gate_prior_threshold=None)
+        if self.agent_config.uses_gate_prior:
+            raise ValueError("train without the gate prior (gate_prior_threshold=None): RL is what teaches the gates")
+        self.llm, self.agent = llm, MemoryAgent(llm, self.agent_config)
+        self.policy = policy or Policy(_checkpoint(llm), device=str(llm.model_runner.device))
+        self.reference = None
+        if self.config.kl_coef > 0:
+            self.reference = copy.deepcopy(self.policy)
+            self.reference.model.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay)
+        warmup = self.config.warmup_steps
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda n: min(1.0, (n + 1) / (warmup + 1)))
+        self.num_steps, self.num_rounds = 0, 0
+        self.sync_engine()  # rollouts come from exactly the weights being trained
+
+    def sync_engine(self) -> None:
+        self.llm.update_weights(self.policy.named_tensors())
+
+    def step(self, samples: Iterator[Sample]) -> dict:
+        """One rollout batch and its updates; returns the step's statistics."""
+        start = time.perf_counter()
+        kept, stats = self._collect_groups(samples)
+        rows = [row for group_rows in kept for row in group_rows if row.num_loss_tokens]
+        rollout_seconds = time.perf_counter() - start
+        if rows:
+            stats |= self._old_logprobs(rows)
+            stats |= self._update(rows)
+            self.sync_engine()
+        self.num_steps += 1
+        return {"step": self.num_steps, **stats, "rows": len(rows),
+                "loss_tokens": sum(r.num_loss_tokens for r in rows), "rollout_s": rollout_seconds,
+                "train_s": time.perf_counter() - start - rollout_seconds}
+
+    # --- 1. rollouts with dynamic sampling -----------------------------------------------------------------
+    def _collect_groups(self, samples: Iterator[Sample]) -> tuple[list[list[TrainingRow]], dict]:
+        config, kept, trajectories, rewards = self.config, [], [], []
+        rounds = errors = 0
+        while len(kept) < config.groups_per_step and rounds < config.max_generation_rounds:
+            batch = list(itertools.islice(samples, config.groups_per_step))
+            if not batch:
+                break
+            groups = self.agent.rollout(batch, config.group_size, temperature=config.temperature, top_p=1.0,
+                                        seed=config.seed + 1_000_003 * self.num_rounds)
+            self.num_rounds, rounds = self.num_rounds + 1, rounds + 1
+            for sample, group in zip(batch, groups):
+                group = [t for t in group if t.error is None]  # engine errors: no reward to learn from
+                errors += config.group_size - len(group)
+                rows, group_rewards = self._group_rows(sample, group)
+                trajectories += group
+                rewards += group_rewards
+                if rows and len(kept) < config.groups_per_step:
+                    kept.append(rows)
+        stats = rollout_stats(trajectories, rewards, self.agent_config.uses_exit_gate)
+        return kept, {"rounds": rounds, "groups": len(kept), "errors": errors, **stats}
+
+    def _group_rows(self, sample: Sample, group: list[Trajectory]) -> tuple[list[TrainingRow], list[TrajectoryReward]]:
+        """The group's rows, or none when it carries no signal."""
+        rewards = [trajectory_reward(sample, t, self.agent_config) for t in group]
+        advantages = group_advantages(rewards, self.config.alpha, self.config.std_normalize)
+        if not has_signal(advantages):
+            return [], rewards
+        constraint = self.agent_config.memory_constraint
+        rows = [row for t, a in zip(group, advantages)
+                for row in trajectory_rows(t, a, self.llm.grammar, constraint, self.config.mask_truncated)]
+        return rows, rewards
+
+    # --- 2. pi_old -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _old_logprobs(self, rows: list[TrainingRow]) -> dict:
+        if self.config.old_logprobs == "engine":
+            for row in rows:
+                row.old_logprobs = [row.engine_logprobs[j] for j in row.loss_positions]
+            return {}
+        gaps = []
+        for micro in micro_batches(rows, self.config.micro_batch_tokens):
+            logprobs = self.policy.token_logprobs(micro, self.config.temperature, self.llm.grammar.mask_table)
+            for row, values in zip(micro, logprobs.split([r.num_loss_tokens for r in micro])):
+                row.old_logprobs = values.tolist()
+                gaps += [abs(a - row.engine_logprobs[j]) for a, j in zip(row.old_logprobs, row.loss_positions)]
+        return {"engine_logprob_gap": sum(gaps) / max(len(gaps), 1)}
+
+    # --- 3. updates ----------------------------------------------------------------------------------------
+    def _update(self, rows: list[TrainingRow]) -> dict:
+        rows = list(rows)
+        random.Random(self.config.seed * 7919 + self.num_steps).shuffle(rows)
+        totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0}
+        num_updates = 0
+        for mini in split_evenly(rows, self.config.mini_batches):
+            num_tokens = sum(r.num_loss_tokens for r in mini)
+            if num_tokens == 0:
+                continue
+            self.optimizer.zero_grad(set_to_none=True)
+            for micro in micro_batches(mini, self.config.micro_batch_tokens):
+                for name, value in self._accumulate(micro, num_tokens).items():
+                    totals[name] += value
+            totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
+                                                                        self.config.max_grad_norm))
+            self.optimizer.step()
+            self.lr_schedule.step()
+            num_updates += 1
+        return {name: value / max(num_updates, 1) for name, value in totals.items()} | {"updates": num_updates}
+
+    def _accumulate(self, rows: list[TrainingRow], num_tokens: int) -> dict:
+        """Backward of these rows' share of the mini-batch's token-mean loss; returns their share of the metrics."""
+        config, device = self.config, self.policy.device
+        logprobs = self.policy.token_logprobs(rows, config.temperature, self.llm.grammar.mask_table)
+        old = torch.tensor([v for r in rows for v in r.old_logprobs], device=device)
+        advantages = torch.tensor([r.advantage for r in rows for _ in range(r.num_loss_tokens)], device=device)
+        loss, clipped = clipped_surrogate(logprobs, old, advantages, config.eps_low, config.eps_high, config.dual_clip)
+        kl = torch.zeros_like(loss)
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self.reference.token_logprobs(rows, config.temperature, self.llm.grammar.mask_table)
+            kl = k3_kl(logprobs, ref)
+            loss = loss + config.kl_coef * kl
+        total = loss.sum() / num_tokens
+        total.backward()
+        share = lambda x: float(x.float().sum()) / num_tokens  # noqa: E731
+        return {"loss": float(total.detach()), "clip_frac": share(clipped), "kl": share(kl.detach())}
+
+
+def micro_batches(rows: list[TrainingRow], max_tokens: int) -> Iterator[list[TrainingRow]]:
+    """Consecutive rows of a length-sorted order whose padded size (rows x longest) stays within max_tokens; a row
+    longer than max_tokens goes alone."""
+    batch: list[TrainingRow] = []
+    for row in sorted(rows, key=lambda r: r.num_tokens, reverse=True):
+        if batch and (len(batch) + 1) * batch[0].num_tokens > max_tokens:
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    size, extra = divmod(len(items), parts)
+    bounds = list(itertools.accumulate([size + (i < extra) for i in range(parts)], initial=0))
+    return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def rollout_stats(trajectories: list[Trajectory], rewards: list[TrajectoryReward], exit_gate: bool) -> dict:
+    """Means over the trajectories rolled out this step (kept or not); None where nothing was measured."""
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    updates = [v for r in rewards for v in r.updates.values()]
+    stats = {
+        "trajectories": len(trajectories),
+        "reward": mean([r.total for r in rewards]), "outcome": mean([r.outcome for r in rewards]),
+        "format": mean([r.format for r in rewards]), "update_acc": mean([v > 0 for v in updates]),
+        "chunks_read": mean([t.stop_chunk + 1 for t in trajectories]),
+    }
+    if exit_gate:
+        labelled = [r for r, t in zip(rewards, trajectories) if t.evidence_chunks]
+        stats["exit_exact"] = mean([r.exit == EXIT_EXACT for r in labelled])
+        stats["exit_early"] = mean([r.exit == EXIT_EARLY for r in labelled])
+    return stats
+
+
+def _checkpoint(llm: LLM) -> str:
+    path = checkpoint_path(llm.config.model)
+    if path is None:
+        raise ValueError(f"{llm.config.model!r} has random weights and no checkpoint to train; "
+                         "give the engine a checkpoint folder (or the default model)")
+    return path
