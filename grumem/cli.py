@@ -3,6 +3,7 @@
   grumem run                                  NIAH + HotpotQA on the embedded SmolLM2, gated loop with exit gate
   grumem ask --doc FILE --question "..."      one document; --batch FILE.jsonl for many at once
   grumem eval --lengths 4096,8192             memagent vs grumem without and with the exit gate, with speed-ups
+  grumem train --steps 20 --save DIR          Multi-Conv DAPO: the loop learns its gates (RL, GRU-Mem's rewards)
 """
 import argparse
 import json
@@ -12,8 +13,11 @@ import time
 from grumem.engine import LLM, AgentConfig, MemoryAgent, paper_preset
 from grumem.engine.models.registry import DEFAULT_MODEL
 from grumem.evaluation import format_table, summarize
-from grumem.tasks import TASKS, Sample, make_samples
+from grumem.tasks import TASKS, Sample, make_samples, sample_stream
 
+TRAIN_SEED = 10_000  # training questions come from seeds 10000 + --seed: never `grumem run`'s (seed 0)
+TRAIN_COLUMNS = ["step", "reward", "outcome", "format", "update_acc", "exit_exact", "chunks_read", "groups", "rows",
+                 "loss", "clip_frac", "engine_logprob_gap", "rollout_s", "train_s"]
 RUN_COLUMNS = ["task", "length", "mode", "questions", "accuracy", "seconds_per_question", "turns", "chunks_read",
                "memory_tokens", "format_ok", "update_precision", "update_recall", "exit_exact", "tokens_per_s"]
 
@@ -29,7 +33,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="default: the model's dtype; bfloat16 halves the cache")
 
 
-def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
+def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True, with_gate_prior: bool = True) -> None:
     g = p.add_argument_group("memory loop")
     if with_mode:
         g.add_argument("--mode", default="grumem", choices=["grumem", "memagent"])
@@ -40,10 +44,11 @@ def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
     g.add_argument("--memory-tokens", type=int, default=256)
     g.add_argument("--think-tokens", type=int, default=32)
     g.add_argument("--think-lines", type=int, default=1, help="end <think> after this many lines; 0: no line cap")
-    g.add_argument("--gate-prior", type=float, default=10.0, metavar="NATS",
-                   help="threshold of the gate prior (the question's log-likelihood ratio with and without the "
-                        "section, added to the gate logits); for models with untrained gates")
-    g.add_argument("--no-gate-prior", action="store_true", help="the model's own gates only (as in the paper)")
+    if with_gate_prior:
+        g.add_argument("--gate-prior", type=float, default=10.0, metavar="NATS",
+                       help="threshold of the gate prior (the question's log-likelihood ratio with and without the "
+                            "section, added to the gate logits); for models with untrained gates")
+        g.add_argument("--no-gate-prior", action="store_true", help="the model's own gates only (as in the paper)")
     g.add_argument("--answer-tokens", type=int, default=48)
     g.add_argument("--constraint", default="format", choices=["format", "gates", "none"])
     g.add_argument("--seed", type=int, default=0)
@@ -64,7 +69,7 @@ def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -
     return AgentConfig(**settings, chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens,
                        max_think_tokens=args.think_tokens, max_think_lines=args.think_lines or None,
                        answer_tokens=args.answer_tokens,
-                       gate_prior_threshold=None if args.no_gate_prior else args.gate_prior)
+                       gate_prior_threshold=None if getattr(args, "no_gate_prior", True) else args.gate_prior)
 
 
 def make_llm(args) -> LLM:
@@ -199,6 +204,28 @@ def cmd_eval(args) -> None:
         print(format_table(rows, list(rows[0])))
 
 
+def cmd_train(args) -> None:
+    from grumem.trainer import DAPOTrainer, TrainerConfig
+
+    llm = make_llm(args)
+    config = TrainerConfig(group_size=args.group_size, groups_per_step=args.groups_per_step, lr=args.lr,
+                           mini_batches=args.mini_batches, alpha=args.alpha, outcome=args.outcome, kl_coef=args.kl_coef,
+                           temperature=args.temperature, seed=args.seed)
+    trainer = DAPOTrainer(llm, agent_config(args), config)
+    stream = sample_stream(args.task, llm.tokenizer, args.length, TRAIN_SEED + args.seed)
+    for n in range(args.steps):
+        stats = trainer.step(stream)
+        if args.json:
+            print(json.dumps(stats), flush=True)
+        else:
+            table = format_table([stats], TRAIN_COLUMNS).splitlines()
+            print("\n".join(table if n == 0 else table[2:]), flush=True)
+    if args.save:
+        trainer.policy.save(args.save, llm.tokenizer)
+        if not args.json:
+            print(f"saved to {args.save}: grumem run --model {args.save} --no-gate-prior")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="grumem", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +255,25 @@ def main(argv: list[str] | None = None) -> None:
     add_engine_args(ev)
     add_agent_args(ev, with_mode=False)
     ev.set_defaults(func=cmd_eval)
+
+    train = commands.add_parser("train", help="Multi-Conv DAPO on the memory loop (RL; no gate prior)")
+    train.add_argument("--task", default="niah_single_1", help=f"one of {', '.join(TASKS)}")
+    train.add_argument("--length", type=int, default=2048, help="context tokens per question")
+    train.add_argument("--steps", type=int, default=10)
+    train.add_argument("--group-size", type=int, default=8, help="rollouts per question (paper: 16)")
+    train.add_argument("--groups-per-step", type=int, default=4, help="questions per rollout batch")
+    train.add_argument("--mini-batches", type=int, default=1, help="optimizer updates per rollout batch")
+    train.add_argument("--lr", type=float, default=1e-6)
+    train.add_argument("--alpha", type=float, default=0.9, help="trajectory vs turn advantage")
+    train.add_argument("--outcome", default="boxed", choices=["boxed", "metric"],
+                       help="boxed: exact match of the \\boxed{} answer (paper); metric: the task's metric on the "
+                            "answer, boxed or not (SmolLM2 never boxes)")
+    train.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial weights")
+    train.add_argument("--temperature", type=float, default=1.0, help="rollout temperature")
+    train.add_argument("--save", metavar="DIR", help="write the trained weights as a Hugging Face checkpoint")
+    add_engine_args(train)
+    add_agent_args(train, with_gate_prior=False)
+    train.set_defaults(func=cmd_train, dtype="float32")  # rollouts in the trainer's precision
 
     args = parser.parse_args(argv)
     try:

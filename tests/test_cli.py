@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from grumem.cli import main
 
@@ -49,3 +50,21 @@ def test_eval_compares_the_three_modes(capsys, smollm2_path):
     for name in ("memagent", "grumem w/o EG", "grumem w EG"):
         assert 0.0 <= row[f"{name} acc"] <= 1.0 and row[f"{name} s"] > 0
     assert row["speedup w EG"] == pytest.approx(row["memagent s"] / row["grumem w EG s"])
+
+
+def test_train_prints_a_line_per_step_and_saves_a_loadable_checkpoint(tmp_path, capsys, tiny_llama_path):
+    from safetensors.torch import load_file
+
+    from grumem.engine import LLM
+
+    saved = tmp_path / "trained"
+    main(["train", "--model", tiny_llama_path, "--length", "512", "--chunk-tokens", "128", "--memory-tokens", "8",
+          "--think-tokens", "4", "--answer-tokens", "4", "--group-size", "3", "--groups-per-step", "2",
+          "--steps", "2", "--mini-batches", "2", "--lr", "1e-3", "--kv-cache-gb", "0.05", "--json", "--save", str(saved)])
+    steps = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(s["trajectories"] > 0 and "update_acc" in s for s in steps)
+    before = load_file(f"{tiny_llama_path}/model.safetensors")
+    after = load_file(f"{saved}/model.safetensors")
+    assert any(not torch.equal(after[name], before[name]) for name in before)
+    assert LLM(str(saved), num_kvcache_blocks=64).generate([[1, 2, 3]])[0].outputs[0].token_ids

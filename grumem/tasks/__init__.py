@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from grumem.tasks import hotpotqa, niah, squad
@@ -15,7 +17,7 @@ from grumem.tasks.metrics import niah_recall, score, sub_em
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["TASKS", "Sample", "chunk_document", "make_samples", "niah_recall", "score", "sub_em"]
+__all__ = ["TASKS", "Sample", "chunk_document", "make_samples", "niah_recall", "sample_stream", "score", "sub_em"]
 
 TASKS = (*niah.NIAH_TASKS, "hotpotqa", "squad")
 
@@ -36,3 +38,12 @@ def make_samples(
     if task == "squad":
         return squad.make_samples(task, tokenizer, num_tokens, num_samples, seed)
     return [niah.make_sample(task, tokenizer, num_tokens, i, sample_rng(task, seed, i)) for i in range(num_samples)]
+
+
+def sample_stream(
+    task: str, tokenizer: PreTrainedTokenizerBase, num_tokens: int, seed: int = 0, block: int = 32
+) -> Iterator[Sample]:
+    """Endless samples for training: blocks of `block` samples with seeds seed, seed + 1, ... (new haystacks and
+    needles each time; the QA tasks draw their questions from the same pools as evaluation)."""
+    for k in itertools.count():
+        yield from make_samples(task, tokenizer, num_tokens, block, seed + k)

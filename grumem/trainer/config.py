@@ -1,6 +1,8 @@
 """Settings of the Multi-Conv DAPO trainer, with the papers' values as defaults where they give them."""
 from dataclasses import dataclass
 
+from grumem.trainer.rewards import OUTCOMES
+
 OLD_LOGPROBS = ("recompute", "engine")
 
 
@@ -10,7 +12,8 @@ class TrainerConfig:
     groups_per_step: int = 8  # questions whose groups make one rollout batch
     max_generation_rounds: int = 4  # dynamic sampling: rounds of rollouts to fill the batch with informative groups
     mini_batches: int = 1  # optimizer updates per rollout batch; rows are shuffled and split evenly
-    micro_batch_tokens: int = 16384  # padded tokens per forward/backward pass; the update does not depend on it
+    micro_batch_tokens: int = 4096  # padded tokens per forward/backward pass (activation memory); the update does not
+    # depend on it
     lr: float = 1e-6
     warmup_steps: int = 0  # linear warm-up, in optimizer updates
     weight_decay: float = 0.01
@@ -19,6 +22,7 @@ class TrainerConfig:
     eps_high: float = 0.28  # DAPO's clip-higher; MemAgent's released scripts use 0.2
     dual_clip: float | None = None  # c > 1: a negative-advantage token's loss is capped at c * |A| (verl: 3)
     kl_coef: float = 0.0  # weight of the k3 KL to the initial weights (MemAgent: 0.001); 0 loads no reference
+    outcome: str = "boxed"  # exact match of the \\boxed{} answer (paper), or "metric": the task's metric, unboxed too
     alpha: float = 0.9  # GRU-Mem: A = alpha * A_traj + (1 - alpha) * A_turn
     std_normalize: bool = False  # divide by the group's std (DAPO) or only centre (GRU-Mem, MemAgent)
     old_logprobs: str = "recompute"  # "recompute" with the trained weights, or "engine" (bypass: the rollout's)
@@ -36,6 +40,8 @@ class TrainerConfig:
             raise ValueError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
         if self.old_logprobs not in OLD_LOGPROBS:
             raise ValueError(f"old_logprobs must be one of {OLD_LOGPROBS}, got {self.old_logprobs!r}")
         if self.temperature <= 0:

@@ -4,7 +4,8 @@ training row per turn, the token-mean clipped surrogate, and the new weights pus
 One `step` (strictly on-policy between steps):
 1. rollouts of `groups_per_step` questions, G each; groups whose advantages are all zero are dropped and new
    questions rolled out, at most `max_generation_rounds` times (dynamic sampling; a short batch trains as it is);
-2. rows with pi_old recomputed by the trained weights (or the engine's logprobs, `old_logprobs="engine"`);
+2. rows with pi_old: the trained weights' logprobs before the first update (with one update per batch, from the
+   update's own forward pass, ratio 1), or the engine's (`old_logprobs="engine"`);
 3. `mini_batches` optimizer updates over the shuffled rows, each a token-mean over its mini-batch, accumulated over
    micro-batches of at most `micro_batch_tokens` padded tokens;
 4. `LLM.update_weights` (which also drops the stale prefix cache).
@@ -61,7 +62,8 @@ class DAPOTrainer:
         rows = [row for group_rows in kept for row in group_rows if row.num_loss_tokens]
         rollout_seconds = time.perf_counter() - start
         if rows:
-            stats |= self._old_logprobs(rows)
+            if self.config.mini_batches > 1 or self.config.old_logprobs == "engine":
+                self._old_logprobs(rows)
             stats |= self._update(rows)
             self.sync_engine()
         self.num_steps += 1
@@ -93,7 +95,7 @@ class DAPOTrainer:
 
     def _group_rows(self, sample: Sample, group: list[Trajectory]) -> tuple[list[TrainingRow], list[TrajectoryReward]]:
         """The group's rows, or none when it carries no signal."""
-        rewards = [trajectory_reward(sample, t, self.agent_config) for t in group]
+        rewards = [trajectory_reward(sample, t, self.agent_config, self.config.outcome) for t in group]
         advantages = group_advantages(rewards, self.config.alpha, self.config.std_normalize)
         if not has_signal(advantages):
             return [], rewards
@@ -104,24 +106,21 @@ class DAPOTrainer:
 
     # --- 2. pi_old -----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _old_logprobs(self, rows: list[TrainingRow]) -> dict:
+    def _old_logprobs(self, rows: list[TrainingRow]) -> None:
         if self.config.old_logprobs == "engine":
             for row in rows:
                 row.old_logprobs = [row.engine_logprobs[j] for j in row.loss_positions]
-            return {}
-        gaps = []
+            return
         for micro in micro_batches(rows, self.config.micro_batch_tokens):
             logprobs = self.policy.token_logprobs(micro, self.config.temperature, self.llm.grammar.mask_table)
             for row, values in zip(micro, logprobs.split([r.num_loss_tokens for r in micro])):
                 row.old_logprobs = values.tolist()
-                gaps += [abs(a - row.engine_logprobs[j]) for a, j in zip(row.old_logprobs, row.loss_positions)]
-        return {"engine_logprob_gap": sum(gaps) / max(len(gaps), 1)}
 
     # --- 3. updates ----------------------------------------------------------------------------------------
     def _update(self, rows: list[TrainingRow]) -> dict:
         rows = list(rows)
         random.Random(self.config.seed * 7919 + self.num_steps).shuffle(rows)
-        totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "grad_norm": 0.0}
+        totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "engine_logprob_gap": 0.0, "grad_norm": 0.0}
         num_updates = 0
         for mini in split_evenly(rows, self.config.mini_batches):
             num_tokens = sum(r.num_loss_tokens for r in mini)
@@ -142,7 +141,11 @@ class DAPOTrainer:
         """Backward of these rows' share of the mini-batch's token-mean loss; returns their share of the metrics."""
         config, device = self.config, self.policy.device
         logprobs = self.policy.token_logprobs(rows, config.temperature, self.llm.grammar.mask_table)
-        old = torch.tensor([v for r in rows for v in r.old_logprobs], device=device)
+        if rows[0].old_logprobs is None:  # one update per batch: pi_old is these weights, ratio 1
+            old = logprobs.detach()
+        else:
+            old = torch.tensor([v for r in rows for v in r.old_logprobs], device=device)
+        engine = torch.tensor([r.engine_logprobs[j] for r in rows for j in r.loss_positions], device=device)
         advantages = torch.tensor([r.advantage for r in rows for _ in range(r.num_loss_tokens)], device=device)
         loss, clipped = clipped_surrogate(logprobs, old, advantages, config.eps_low, config.eps_high, config.dual_clip)
         kl = torch.zeros_like(loss)
@@ -154,7 +157,8 @@ class DAPOTrainer:
         total = loss.sum() / num_tokens
         total.backward()
         share = lambda x: float(x.float().sum()) / num_tokens  # noqa: E731
-        return {"loss": float(total.detach()), "clip_frac": share(clipped), "kl": share(kl.detach())}
+        return {"loss": float(total.detach()), "clip_frac": share(clipped), "kl": share(kl.detach()),
+                "engine_logprob_gap": share((old - engine).abs())}
 
 
 def micro_batches(rows: list[TrainingRow], max_tokens: int) -> Iterator[list[TrainingRow]]:

@@ -1,8 +1,9 @@
 """GRU-Mem's rewards for one trajectory: outcome, format and exit (summed into r_traj) and an update reward per turn.
 
-- outcome: 1 when the boxed answer matches a gold answer exactly after SQuAD normalisation (every needle value for
-  multi-value NIAH), else 0;
-- format: 1 when every memory turn wrote the four tags and the answer came inside \\boxed{}, else 0;
+- outcome ("boxed", the paper's): 1 when the boxed answer matches a gold answer exactly after SQuAD normalisation
+  (every needle value for multi-value NIAH), else 0; ("metric"): the task's metric on the answer, boxed or not
+  (sub_em, needle recall), for models that do not write \\boxed{};
+- format: 1 when every memory turn wrote the four tags (and, for "boxed", the answer came inside \\boxed{}), else 0;
 - exit (with the exit gate): 0 when reading stopped at the chunk holding the last evidence, -0.75 before it, -0.5
   after it (never ending early counts as late);
 - update, per labelled memory turn: +1 when <check> says yes exactly on a chunk holding evidence, else -1 (a
@@ -17,6 +18,7 @@ from grumem.tasks import Sample
 from grumem.tasks.metrics import niah_recall, normalize_answer
 
 EXIT_EARLY, EXIT_EXACT, EXIT_LATE = -0.75, 0.0, -0.5
+OUTCOMES = ("boxed", "metric")
 
 
 @dataclass
@@ -32,8 +34,12 @@ class TrajectoryReward:
         return self.outcome + self.format + self.exit
 
 
-def outcome_reward(sample: Sample, traj: Trajectory) -> float:
-    if traj.error is not None or not traj.boxed or not sample.answers:
+def outcome_reward(sample: Sample, traj: Trajectory, outcome: str = "boxed") -> float:
+    if traj.error is not None or not sample.answers:
+        return 0.0
+    if outcome == "metric":
+        return traj.score or 0.0
+    if not traj.boxed:
         return 0.0
     if sample.metric == "recall":
         return float(niah_recall(traj.answer, sample.answers) == 1.0)
@@ -58,10 +64,12 @@ def update_rewards(traj: Trajectory) -> dict[int, float]:
             if turn.has_evidence is not None}
 
 
-def trajectory_reward(sample: Sample, traj: Trajectory, config: AgentConfig) -> TrajectoryReward:
-    outcome = outcome_reward(sample, traj)
+def trajectory_reward(sample: Sample, traj: Trajectory, config: AgentConfig, outcome: str = "boxed"
+                      ) -> TrajectoryReward:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     if config.mode == "memagent":
-        return TrajectoryReward(outcome)
-    well_formed = traj.error is None and traj.boxed and traj.format_ok
-    return TrajectoryReward(outcome, float(well_formed), exit_reward(traj) if config.uses_exit_gate else 0.0,
-                            update_rewards(traj))
+        return TrajectoryReward(outcome_reward(sample, traj, outcome))
+    well_formed = traj.error is None and traj.format_ok and (traj.boxed or outcome == "metric")
+    return TrajectoryReward(outcome_reward(sample, traj, outcome), float(well_formed),
+                            exit_reward(traj) if config.uses_exit_gate else 0.0, update_rewards(traj))

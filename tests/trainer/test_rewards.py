@@ -54,3 +54,13 @@ def test_without_the_exit_gate_there_is_no_exit_reward_and_memagent_has_only_the
     assert trajectory_reward(sample(["Paris"]), late, AgentConfig(exit_gate=False)).exit == 0.0
     memagent = trajectory_reward(sample(["Paris"]), late, AgentConfig(mode="memagent"))
     assert (memagent.total, memagent.updates) == (1.0, {})
+
+
+def test_the_metric_outcome_accepts_unboxed_answers_for_models_that_never_box():
+    unboxed = trajectory(answer="The capital is Paris.", boxed=False)
+    unboxed.score = 1.0  # sub_em, as the memory loop scores it
+    assert trajectory_reward(sample(["Paris"]), unboxed, AgentConfig()).total == EXIT_EXACT  # boxed: 0 + 0
+    metric = trajectory_reward(sample(["Paris"]), unboxed, AgentConfig(), outcome="metric")
+    assert (metric.outcome, metric.format) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="outcome"):
+        trajectory_reward(sample(["Paris"]), unboxed, AgentConfig(), outcome="judge")
