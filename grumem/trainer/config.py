@@ -1,9 +1,12 @@
 """Settings of the Multi-Conv DAPO trainer, with the papers' values as defaults where they give them."""
 from dataclasses import dataclass
 
+import torch
+
 from grumem.trainer.rewards import OUTCOMES
 
 OLD_LOGPROBS = ("recompute", "engine")
+AUTOCAST = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(slots=True)
@@ -28,6 +31,9 @@ class TrainerConfig:
     old_logprobs: str = "recompute"  # "recompute" with the trained weights, or "engine" (bypass: the rollout's)
     mask_truncated: bool = False  # DAPO's overlong filtering: turns cut at max_tokens carry no loss
     temperature: float = 1.0  # rollout temperature; the logprobs are recomputed at the same temperature
+    # "bfloat16": forward and backward under bf16 autocast over the fp32 weights. SmolLM2 on a CPU with AVX512-BF16:
+    # 2.4-3x faster passes; the trainer's logprobs then differ from an fp32 engine's by about 0.03 nats per token
+    autocast: str | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -47,5 +53,7 @@ class TrainerConfig:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (greedy rollouts have no distribution to learn from), "
                              f"got {self.temperature}")
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {tuple(AUTOCAST)}, got {self.autocast!r}")
         if self.lr <= 0 or self.kl_coef < 0:
             raise ValueError(f"need lr > 0 and kl_coef >= 0, got {self.lr}, {self.kl_coef}")

@@ -25,7 +25,7 @@ from grumem.engine.models.registry import checkpoint_path
 from grumem.engine.trajectory import Trajectory
 from grumem.tasks import Sample
 from grumem.trainer.advantages import group_advantages, has_signal
-from grumem.trainer.config import TrainerConfig
+from grumem.trainer.config import AUTOCAST, TrainerConfig
 from grumem.trainer.loss import clipped_surrogate, k3_kl
 from grumem.trainer.policy import Policy
 from grumem.trainer.rewards import EXIT_EARLY, EXIT_EXACT, TrajectoryReward, trajectory_reward
@@ -40,7 +40,7 @@ class DAPOTrainer:
         if self.agent_config.uses_gate_prior:
             raise ValueError("train without the gate prior (gate_prior_threshold=None): RL is what teaches the gates")
         self.llm, self.agent = llm, MemoryAgent(llm, self.agent_config)
-        self.policy = policy or Policy(_checkpoint(llm), device=str(llm.model_runner.device))
+        self.policy = policy or Policy(_checkpoint(llm), str(llm.model_runner.device), AUTOCAST[self.config.autocast])
         self.reference = None
         if self.config.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy)

@@ -10,10 +10,11 @@ from grumem.trainer.rows import TrainingRow
 
 
 class Policy:
-    def __init__(self, checkpoint: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).to(device)
+    def __init__(self, checkpoint: str, device: str = "cpu", autocast: torch.dtype | None = None):
+        """Weights in fp32; `autocast` (e.g. torch.bfloat16) runs the forward and backward passes in that dtype."""
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).to(device)
         self.model.config.use_cache = False
-        self.device = torch.device(device)
+        self.device, self.autocast = torch.device(device), autocast
 
     def named_tensors(self):
         return ((name, param.detach()) for name, param in self.model.named_parameters())
@@ -37,10 +38,11 @@ class Policy:
                 positions.append(len(row.prompt_ids) - 1 + j)  # the logits there predict output token j
                 targets.append(row.output_ids[j])
                 mask_rows.append(row.mask_rows[j] if row.mask_rows is not None else -1)
-        # right padding needs no attention mask: causal attention never lets a real token see the padding after it
-        hidden = self.model.get_decoder()(input_ids=input_ids.to(self.device)).last_hidden_state
         index = torch.tensor(batch_index, device=self.device), torch.tensor(positions, device=self.device)
-        logits = self.model.get_output_embeddings()(hidden[index]).float()
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            # right padding needs no attention mask: causal attention never lets a token see the padding after it
+            hidden = self.model.get_decoder()(input_ids=input_ids.to(self.device)).last_hidden_state
+            logits = self.model.get_output_embeddings()(hidden[index]).float()
         mask_rows = torch.tensor(mask_rows, device=self.device)
         if mask_table is not None and bool((mask_rows >= 0).any()):
             allowed = mask_table.to(self.device)[mask_rows.clamp(min=0)] | (mask_rows < 0).unsqueeze(1)

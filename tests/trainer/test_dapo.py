@@ -141,3 +141,14 @@ def test_the_update_gate_learns_from_the_turn_rewards(llm):
     stream = itertools.cycle(make_samples("niah_single_1", llm.tokenizer, 512, 64, seed=1))
     accuracy = [trainer.step(stream)["update_acc"] for _ in range(10)]
     assert sum(accuracy[-3:]) / 3 - sum(accuracy[:2]) / 2 >= 0.1, accuracy
+
+
+def test_autocast_trains_fp32_weights_with_bf16_passes(llm, tiny_llama_path):
+    rows = [row for _, rows in rollout_rows(llm) for row in rows]
+    exact = Policy(tiny_llama_path).token_logprobs(rows, 1.0, llm.grammar.mask_table)
+    policy = Policy(tiny_llama_path, autocast=torch.bfloat16)
+    fast = policy.token_logprobs(rows, 1.0, llm.grammar.mask_table)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)
+    torch.testing.assert_close(fast, exact, atol=0.1, rtol=0.05)
+    fast.sum().backward()
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in policy.model.parameters() if p.grad is not None)
