@@ -49,6 +49,7 @@ def pytest_addoption(parser):
     group.addoption("--questions", type=int, default=16, help="bench_agent: questions per system")
     group.addoption("--length", type=int, default=8192, help="bench_agent: context tokens per question")
     group.addoption("--task", default="niah_single_1", help="bench_agent: task name")
+    group.addoption("--group-size", type=int, default=8, help="bench_trainer: rollouts per question")
 
 
 _AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}

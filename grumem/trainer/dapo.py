@@ -67,7 +67,7 @@ class DAPOTrainer:
             stats |= self._update(rows)
             self.sync_engine()
         self.num_steps += 1
-        return {"step": self.num_steps, **stats, "rows": len(rows),
+        return {"step": self.num_steps, **stats, "rows": len(rows), "row_tokens": sum(r.num_tokens for r in rows),
                 "loss_tokens": sum(r.num_loss_tokens for r in rows), "rollout_s": rollout_seconds,
                 "train_s": time.perf_counter() - start - rollout_seconds}
 

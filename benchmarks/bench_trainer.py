@@ -1,0 +1,32 @@
+"""One Multi-Conv DAPO step on SmolLM2 (NIAH single 1, 2K tokens, chunk 512, G rollouts of two questions), the
+training passes in fp32 and under bf16 autocast side by side: rollout and training seconds, rows, and the training
+throughput in row tokens per second (forward and backward over prompt + output).
+  .venv/bin/python -m pytest benchmarks/bench_trainer.py --group-size 8
+"""
+import itertools
+import time
+
+import pytest
+
+from grumem.engine import LLM, AgentConfig
+from grumem.tasks import make_samples
+from grumem.trainer import DAPOTrainer, TrainerConfig
+
+AGENT = AgentConfig(chunk_tokens=512, gate_prior_threshold=None)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM(kv_cache_memory_gb=1.0)  # its own engine: a step changes the weights it serves
+
+
+@pytest.mark.parametrize("autocast", [None, "bfloat16"], ids=["fp32", "bf16-autocast"])
+def test_dapo_step(benchmark, autocast, llm, request):
+    group_size = request.config.option.group_size
+    config = TrainerConfig(group_size=group_size, groups_per_step=2, lr=1e-5, outcome="metric", autocast=autocast)
+    trainer = DAPOTrainer(llm, AGENT, config)
+    questions = itertools.cycle(make_samples("niah_single_1", llm.tokenizer, 2048, 2, seed=10_000))
+    stats = benchmark.pedantic(lambda: trainer.step(questions), rounds=1, warmup_rounds=0)
+    benchmark.extra_info.update(rollout_s=stats["rollout_s"], train_s=stats["train_s"], rows=stats["rows"],
+                                row_tokens=stats["row_tokens"], train_tokens_per_s=stats["row_tokens"] / stats["train_s"],
+                                engine_logprob_gap=stats.get("engine_logprob_gap"))
