@@ -12,10 +12,11 @@ import time
 
 from grumem.engine import LLM, AgentConfig, MemoryAgent, paper_preset
 from grumem.engine.models.registry import DEFAULT_MODEL
-from grumem.evaluation import format_table, summarize
+from grumem.evaluation import format_cell, format_table, summarize
 from grumem.tasks import TASKS, Sample, make_samples, sample_stream
 
 TRAIN_SEED = 10_000  # training questions come from seeds 10000 + --seed: never `grumem run`'s (seed 0)
+EVAL_COLUMNS = ["accuracy", "chunks_read", "update_precision", "update_recall", "exit_early", "exit_exact"]
 TRAIN_COLUMNS = ["step", "reward", "outcome", "format", "update_acc", "exit_exact", "chunks_read", "groups", "rows",
                  "loss", "clip_frac", "engine_logprob_gap", "rollout_s", "train_s"]
 RUN_COLUMNS = ["task", "length", "mode", "questions", "accuracy", "seconds_per_question", "turns", "chunks_read",
@@ -204,6 +205,14 @@ def cmd_eval(args) -> None:
         print(format_table(rows, list(rows[0])))
 
 
+def print_held_out_eval(llm: LLM, config: AgentConfig, samples: list[Sample], step: int, as_json: bool) -> None:
+    """A greedy run of the weights the engine now serves."""
+    _, summary = run_suite(llm, config, samples, progress=False)
+    report = {k: summary[k] for k in EVAL_COLUMNS}
+    print(json.dumps({"eval_after_step": step, **report}) if as_json else f"eval after step {step}: " + ", ".join(
+        f"{k} {format_cell(v)}" for k, v in report.items()), flush=True)
+
+
 def cmd_train(args) -> None:
     from grumem.trainer import DAPOTrainer, TrainerConfig
 
@@ -213,7 +222,12 @@ def cmd_train(args) -> None:
                            temperature=args.temperature, autocast=args.autocast, seed=args.seed)
     trainer = DAPOTrainer(llm, agent_config(args), config)
     stream = sample_stream(args.task, llm.tokenizer, args.length, TRAIN_SEED + args.seed)
-    for n in range(args.steps):
+    held_out = make_samples(args.task, llm.tokenizer, args.length, args.eval_samples, args.seed) if args.eval_every else []
+    for n in range(args.steps + 1):
+        if held_out and (n % args.eval_every == 0 or n == args.steps):
+            print_held_out_eval(llm, trainer.agent_config, held_out, n, args.json)
+        if n == args.steps:
+            break
         stats = trainer.step(stream)
         if args.json:
             print(json.dumps(stats), flush=True)
@@ -273,6 +287,10 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--autocast", choices=["bfloat16", "float16"],
                        help="forward/backward under autocast over fp32 weights (bf16: 2.4-3x faster on AVX512-BF16)")
     train.add_argument("--save", metavar="DIR", help="write the trained weights as a Hugging Face checkpoint")
+    train.add_argument("--eval-every", type=int, default=0, metavar="N",
+                       help="greedy run on held-out questions (grumem run's, seed --seed) before training, every N "
+                            "steps and at the end; 0: never")
+    train.add_argument("--eval-samples", type=int, default=8)
     add_engine_args(train)
     add_agent_args(train, with_gate_prior=False)
     train.set_defaults(func=cmd_train, dtype="float32")  # rollouts in the trainer's precision

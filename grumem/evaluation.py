@@ -34,7 +34,7 @@ def summarize(trajectories: list[Trajectory], wall_seconds: float) -> dict:
     }
 
 
-def _cell(value) -> str:
+def format_cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -43,7 +43,7 @@ def _cell(value) -> str:
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
-    cells = [columns] + [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [columns] + [[format_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

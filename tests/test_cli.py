@@ -60,8 +60,12 @@ def test_train_prints_a_line_per_step_and_saves_a_loadable_checkpoint(tmp_path, 
     saved = tmp_path / "trained"
     main(["train", "--model", tiny_llama_path, "--length", "512", "--chunk-tokens", "128", "--memory-tokens", "8",
           "--think-tokens", "4", "--answer-tokens", "4", "--group-size", "3", "--groups-per-step", "2",
-          "--steps", "2", "--mini-batches", "2", "--autocast", "bfloat16", "--lr", "1e-3", "--kv-cache-gb", "0.05", "--json", "--save", str(saved)])
-    steps = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+          "--steps", "2", "--mini-batches", "2", "--autocast", "bfloat16", "--lr", "1e-3", "--kv-cache-gb", "0.05",
+          "--eval-every", "2", "--eval-samples", "1", "--json", "--save", str(saved)])
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r.get("eval_after_step", "step") for r in records] == [0, "step", "step", 2]
+    assert all(r["accuracy"] is not None for r in records[::3])
+    steps = records[1:3]
     assert [s["step"] for s in steps] == [1, 2]
     assert all(s["trajectories"] > 0 and "update_acc" in s for s in steps)
     before = load_file(f"{tiny_llama_path}/model.safetensors")
