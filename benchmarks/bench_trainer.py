@@ -1,6 +1,7 @@
-"""One Multi-Conv DAPO step on SmolLM2 (NIAH single 1, 2K tokens, chunk 512, G rollouts of two questions), the
-training passes in fp32 and under bf16 autocast side by side: rollout and training seconds, rows, and the training
-throughput in row tokens per second (forward and backward over prompt + output).
+"""One Multi-Conv DAPO step on SmolLM2 (NIAH single 1, 2K tokens, chunk 512, G rollouts of two questions), side by
+side: the training passes in fp32, under bf16 autocast, and under bf16 autocast with shared prompt prefixes computed
+once. Reports rollout and training seconds, rows, and row tokens per training second (forward and backward over
+prompt + output).
   .venv/bin/python -m pytest benchmarks/bench_trainer.py --group-size 8
 """
 import itertools
@@ -20,10 +21,18 @@ def llm():
     return LLM(kv_cache_memory_gb=1.0)  # its own engine: a step changes the weights it serves
 
 
-@pytest.mark.parametrize("autocast", [None, "bfloat16"], ids=["fp32", "bf16-autocast"])
-def test_dapo_step(benchmark, autocast, llm, request):
-    group_size = request.config.option.group_size
-    config = TrainerConfig(group_size=group_size, groups_per_step=2, lr=1e-5, outcome="metric", autocast=autocast)
+SYSTEMS = {  # training passes: (autocast, share_prefixes)
+    "fp32": (None, False),
+    "bf16-autocast": ("bfloat16", False),
+    "bf16-autocast-shared-prefixes": ("bfloat16", True),
+}
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_dapo_step(benchmark, system, llm, request):
+    autocast, share_prefixes = SYSTEMS[system]
+    config = TrainerConfig(group_size=request.config.option.group_size, groups_per_step=2, lr=1e-5, outcome="metric",
+                           autocast=autocast, share_prefixes=share_prefixes)
     trainer = DAPOTrainer(llm, AGENT, config)
     questions = itertools.cycle(make_samples("niah_single_1", llm.tokenizer, 2048, 2, seed=10_000))
     stats = benchmark.pedantic(lambda: trainer.step(questions), rounds=1, warmup_rounds=0)

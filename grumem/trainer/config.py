@@ -15,8 +15,9 @@ class TrainerConfig:
     groups_per_step: int = 8  # questions whose groups make one rollout batch
     max_generation_rounds: int = 4  # dynamic sampling: rounds of rollouts to fill the batch with informative groups
     mini_batches: int = 1  # optimizer updates per rollout batch; rows are shuffled and split evenly
-    micro_batch_tokens: int = 4096  # padded tokens per forward/backward pass (activation memory); the update does not
+    micro_batch_tokens: int = 4096  # positions per forward/backward pass (activation memory); the update does not
     # depend on it
+    share_prefixes: bool = True  # compute a prompt prefix common to several rows once per pass (exact)
     lr: float = 1e-6
     warmup_steps: int = 0  # linear warm-up, in optimizer updates
     weight_decay: float = 0.01

@@ -7,7 +7,7 @@ One `step` (strictly on-policy between steps):
 2. rows with pi_old: the trained weights' logprobs before the first update (with one update per batch, from the
    update's own forward pass, ratio 1), or the engine's (`old_logprobs="engine"`);
 3. `mini_batches` optimizer updates over the shuffled rows, each a token-mean over its mini-batch, accumulated over
-   micro-batches of at most `micro_batch_tokens` padded tokens;
+   micro-batches of at most `micro_batch_tokens` positions, a prompt prefix common to their rows computed once;
 4. `LLM.update_weights` (which also drops the stale prefix cache).
 """
 import copy
@@ -25,6 +25,7 @@ from grumem.engine.models.registry import checkpoint_path
 from grumem.engine.trajectory import Trajectory
 from grumem.tasks import Sample
 from grumem.trainer.advantages import group_advantages, has_signal
+from grumem.trainer.batching import micro_batches, split_evenly
 from grumem.trainer.config import AUTOCAST, TrainerConfig
 from grumem.trainer.loss import clipped_surrogate, k3_kl
 from grumem.trainer.policy import Policy
@@ -111,8 +112,9 @@ class DAPOTrainer:
             for row in rows:
                 row.old_logprobs = [row.engine_logprobs[j] for j in row.loss_positions]
             return
-        for micro in micro_batches(rows, self.config.micro_batch_tokens):
-            logprobs = self.policy.token_logprobs(micro, self.config.temperature, self.llm.grammar.mask_table)
+        for shared, micro in micro_batches(rows, self.config.micro_batch_tokens, self.config.share_prefixes):
+            logprobs = self.policy.token_logprobs(micro, self.config.temperature, self.llm.grammar.mask_table,
+                                                  shared)
             for row, values in zip(micro, logprobs.split([r.num_loss_tokens for r in micro])):
                 row.old_logprobs = values.tolist()
 
@@ -127,8 +129,8 @@ class DAPOTrainer:
             if num_tokens == 0:
                 continue
             self.optimizer.zero_grad(set_to_none=True)
-            for micro in micro_batches(mini, self.config.micro_batch_tokens):
-                for name, value in self._accumulate(micro, num_tokens).items():
+            for shared, micro in micro_batches(mini, self.config.micro_batch_tokens, self.config.share_prefixes):
+                for name, value in self._accumulate(micro, num_tokens, shared).items():
                     totals[name] += value
             totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
                                                                         self.config.max_grad_norm))
@@ -137,10 +139,11 @@ class DAPOTrainer:
             num_updates += 1
         return {name: value / max(num_updates, 1) for name, value in totals.items()} | {"updates": num_updates}
 
-    def _accumulate(self, rows: list[TrainingRow], num_tokens: int) -> dict:
+    def _accumulate(self, rows: list[TrainingRow], num_tokens: int, shared: int = 0) -> dict:
         """Backward of these rows' share of the mini-batch's token-mean loss; returns their share of the metrics."""
         config, device = self.config, self.policy.device
-        logprobs = self.policy.token_logprobs(rows, config.temperature, self.llm.grammar.mask_table)
+        mask_table = self.llm.grammar.mask_table
+        logprobs = self.policy.token_logprobs(rows, config.temperature, mask_table, shared)
         if rows[0].old_logprobs is None:  # one update per batch: pi_old is these weights, ratio 1
             old = logprobs.detach()
         else:
@@ -151,7 +154,7 @@ class DAPOTrainer:
         kl = torch.zeros_like(loss)
         if self.reference is not None:
             with torch.no_grad():
-                ref = self.reference.token_logprobs(rows, config.temperature, self.llm.grammar.mask_table)
+                ref = self.reference.token_logprobs(rows, config.temperature, mask_table, shared)
             kl = k3_kl(logprobs, ref)
             loss = loss + config.kl_coef * kl
         total = loss.sum() / num_tokens
@@ -159,25 +162,6 @@ class DAPOTrainer:
         share = lambda x: float(x.float().sum()) / num_tokens  # noqa: E731
         return {"loss": float(total.detach()), "clip_frac": share(clipped), "kl": share(kl.detach()),
                 "engine_logprob_gap": share((old - engine).abs())}
-
-
-def micro_batches(rows: list[TrainingRow], max_tokens: int) -> Iterator[list[TrainingRow]]:
-    """Consecutive rows of a length-sorted order whose padded size (rows x longest) stays within max_tokens; a row
-    longer than max_tokens goes alone."""
-    batch: list[TrainingRow] = []
-    for row in sorted(rows, key=lambda r: r.num_tokens, reverse=True):
-        if batch and (len(batch) + 1) * batch[0].num_tokens > max_tokens:
-            yield batch
-            batch = []
-        batch.append(row)
-    if batch:
-        yield batch
-
-
-def split_evenly(items: list, parts: int) -> list[list]:
-    size, extra = divmod(len(items), parts)
-    bounds = list(itertools.accumulate([size + (i < extra) for i in range(parts)], initial=0))
-    return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 def rollout_stats(trajectories: list[Trajectory], rewards: list[TrajectoryReward], exit_gate: bool) -> dict:

@@ -10,7 +10,7 @@ from grumem.engine import LLM, AgentConfig, MemoryAgent, TokenRole
 from grumem.tasks import make_samples
 from grumem.trainer import DAPOTrainer, Policy, TrainerConfig
 from grumem.trainer.advantages import Advantages
-from grumem.trainer.dapo import micro_batches, split_evenly
+from grumem.trainer.batching import micro_batches, prefix_groups, split_evenly
 from grumem.trainer.rows import replay_mask_rows, trajectory_rows
 
 AGENT = AgentConfig(chunk_tokens=128, memory_tokens=8, max_think_tokens=4, answer_tokens=4, gate_prior_threshold=None)
@@ -61,26 +61,40 @@ def test_replay_rejects_a_turn_decoded_under_another_constraint(llm):
                          turn.roles)
 
 
-def gradients(trainer, rows, micro_batch_tokens):
+def gradients(trainer, rows, micro_batch_tokens, share_prefixes=True):
     trainer.policy.model.zero_grad(set_to_none=True)
-    trainer.config.micro_batch_tokens = micro_batch_tokens
     num_tokens = sum(r.num_loss_tokens for r in rows)
-    for micro in micro_batches(rows, micro_batch_tokens):
-        trainer._accumulate(micro, num_tokens)
+    for shared, micro in micro_batches(rows, micro_batch_tokens, share_prefixes):
+        trainer._accumulate(micro, num_tokens, shared)
     return {name: p.grad.clone() for name, p in trainer.policy.model.named_parameters()}
 
 
-def test_the_update_does_not_depend_on_the_micro_batch_split(llm):
+def test_the_update_does_not_depend_on_the_micro_batch_split_nor_on_prefix_sharing(llm):
     trainer = DAPOTrainer(llm, AGENT, TrainerConfig(group_size=3, groups_per_step=2))
     rows = [row for _, rows in rollout_rows(llm) for row in rows]
     trainer._old_logprobs(rows)
     for row in rows:  # off-policy by a little, so some ratios leave 1 and the clip takes part
         row.old_logprobs = [v + 0.3 * (-1) ** i for i, v in enumerate(row.old_logprobs)]
-    whole, alone = gradients(trainer, rows, 10**9), gradients(trainer, rows, 1)
+    assert max(shared for shared, _ in micro_batches(rows, 10**9)) > 100  # the forks' first turns
     assert len(list(micro_batches(rows, 1))) == len(rows)
-    for name in whole:
-        torch.testing.assert_close(alone[name], whole[name], atol=1e-7, rtol=1e-4)
+    whole = gradients(trainer, rows, 10**9)
+    for other in (gradients(trainer, rows, 1), gradients(trainer, rows, 10**9, share_prefixes=False)):
+        for name in whole:
+            torch.testing.assert_close(other[name], whole[name], atol=1e-6, rtol=1e-4)
     assert any(g.abs().max() > 0 for g in whole.values())
+
+
+def test_prefix_groups_share_what_all_their_prompts_start_with():
+    from grumem.trainer.rows import TrainingRow
+
+    def row(prompt):
+        return TrainingRow(prompt, [9], [True], [0.0], None, 0.0, 0, 0, 0)
+
+    base = list(range(100, 180))
+    rows = [row(base + [1, 2]), row([7] * 50), row(base + [1, 3, 4]), row(base[:40] + [5] * 10), row(base + [1])]
+    groups = {tuple(len(r.prompt_ids) for r in members): shared for shared, members in prefix_groups(rows)}
+    # the three that agree on base + [1] share 80 tokens, one short of the shortest prompt (81 tokens)
+    assert groups == {(41 + 9, ): 0, (81, 82, 83): 80, (50,): 0}
 
 
 def engine_logprobs(llm, prompt):
