@@ -219,10 +219,13 @@ def cmd_train(args) -> None:
     llm = make_llm(args)
     config = TrainerConfig(group_size=args.group_size, groups_per_step=args.groups_per_step, lr=args.lr,
                            mini_batches=args.mini_batches, alpha=args.alpha, outcome=args.outcome, kl_coef=args.kl_coef,
-                           temperature=args.temperature, autocast=args.autocast, seed=args.seed)
+                           temperature=args.temperature, autocast=args.autocast, tis_cap=args.tis_cap,
+                           seed=args.seed)
     trainer = DAPOTrainer(llm, agent_config(args), config)
     stream = sample_stream(args.task, llm.tokenizer, args.length, TRAIN_SEED + args.seed)
-    held_out = make_samples(args.task, llm.tokenizer, args.length, args.eval_samples, args.seed) if args.eval_every else []
+    held_out = []
+    if args.eval_every:
+        held_out = make_samples(args.task, llm.tokenizer, args.length, args.eval_samples, args.seed)
     for n in range(args.steps + 1):
         if held_out and (n % args.eval_every == 0 or n == args.steps):
             print_held_out_eval(llm, trainer.agent_config, held_out, n, args.json)
@@ -284,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
                             "answer, boxed or not (SmolLM2 never boxes)")
     train.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial weights")
     train.add_argument("--temperature", type=float, default=1.0, help="rollout temperature")
+    train.add_argument("--tis-cap", type=float, metavar="C",
+                       help="truncated importance sampling: weight tokens by min(pi_old / pi_engine, C), e.g. 2")
     train.add_argument("--autocast", choices=["bfloat16", "float16"],
                        help="forward/backward under autocast over fp32 weights (bf16: 2.4-3x faster on AVX512-BF16)")
     train.add_argument("--save", metavar="DIR", help="write the trained weights as a Hugging Face checkpoint")

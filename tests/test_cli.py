@@ -60,7 +60,7 @@ def test_train_prints_a_line_per_step_and_saves_a_loadable_checkpoint(tmp_path, 
     saved = tmp_path / "trained"
     main(["train", "--model", tiny_llama_path, "--length", "512", "--chunk-tokens", "128", "--memory-tokens", "8",
           "--think-tokens", "4", "--answer-tokens", "4", "--group-size", "3", "--groups-per-step", "2",
-          "--steps", "2", "--mini-batches", "2", "--autocast", "bfloat16", "--lr", "1e-3", "--kv-cache-gb", "0.05",
+          "--steps", "2", "--mini-batches", "2", "--autocast", "bfloat16", "--tis-cap", "2", "--lr", "1e-3", "--kv-cache-gb", "0.05",
           "--eval-every", "2", "--eval-samples", "1", "--json", "--save", str(saved)])
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r.get("eval_after_step", "step") for r in records] == [0, "step", "step", 2]

@@ -25,6 +25,7 @@ class TrainerConfig:
     eps_low: float = 0.2
     eps_high: float = 0.28  # DAPO's clip-higher; MemAgent's released scripts use 0.2
     dual_clip: float | None = None  # c > 1: a negative-advantage token's loss is capped at c * |A| (verl: 3)
+    tis_cap: float | None = None  # truncated importance sampling: tokens weighted by min(pi_old / pi_engine, cap)
     kl_coef: float = 0.0  # weight of the k3 KL to the initial weights (MemAgent: 0.001); 0 loads no reference
     outcome: str = "boxed"  # exact match of the \\boxed{} answer (paper), or "metric": the task's metric, unboxed too
     alpha: float = 0.9  # GRU-Mem: A = alpha * A_traj + (1 - alpha) * A_turn
@@ -43,6 +44,8 @@ class TrainerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.eps_low < 1 or self.eps_high < 0:
             raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            raise ValueError(f"tis_cap must be > 0 or None, got {self.tis_cap}")
         if self.dual_clip is not None and self.dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
         if not 0 <= self.alpha <= 1:

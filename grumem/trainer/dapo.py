@@ -27,7 +27,7 @@ from grumem.tasks import Sample
 from grumem.trainer.advantages import group_advantages, has_signal
 from grumem.trainer.batching import micro_batches, split_evenly
 from grumem.trainer.config import AUTOCAST, TrainerConfig
-from grumem.trainer.loss import clipped_surrogate, k3_kl
+from grumem.trainer.loss import clipped_surrogate, k3_kl, truncated_is_weights
 from grumem.trainer.policy import Policy
 from grumem.trainer.rewards import EXIT_EARLY, EXIT_EXACT, TrajectoryReward, trajectory_reward
 from grumem.trainer.rows import TrainingRow, trajectory_rows
@@ -151,6 +151,8 @@ class DAPOTrainer:
         engine = torch.tensor([r.engine_logprobs[j] for r in rows for j in r.loss_positions], device=device)
         advantages = torch.tensor([r.advantage for r in rows for _ in range(r.num_loss_tokens)], device=device)
         loss, clipped = clipped_surrogate(logprobs, old, advantages, config.eps_low, config.eps_high, config.dual_clip)
+        if config.tis_cap is not None:  # the rollout came from the engine's numerics, not pi_old's
+            loss = loss * truncated_is_weights(old, engine, config.tis_cap)
         kl = torch.zeros_like(loss)
         if self.reference is not None:
             with torch.no_grad():

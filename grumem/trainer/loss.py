@@ -25,3 +25,9 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Unbiased, always >= 0 estimate of KL(pi || pi_ref) from samples of pi (verl's low_var_kl), clamped."""
     log_ratio = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
     return (torch.exp(log_ratio) - log_ratio - 1).clamp(max=10.0)
+
+
+def truncated_is_weights(old_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, cap: float) -> torch.Tensor:
+    """TIS: min(pi_old / pi_engine, cap) per token, a constant of the loss. Corrects for the engine sampling with
+    other numerics (bf16, other kernels) than the trainer's pi_old."""
+    return torch.exp((old_logprobs - engine_logprobs).clamp(-20.0, 20.0)).clamp(max=cap).detach()

@@ -59,3 +59,13 @@ def test_k3_kl_is_zero_at_equality_and_positive_otherwise():
     p, q = torch.tensor([0.7, 0.3]), torch.tensor([0.4, 0.6])  # E_p[k3] = KL(p || q)
     expected = (p * (p / q).log()).sum()
     assert (p * k3_kl(p.log(), q.log())).sum() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_truncated_importance_weights_are_capped_constants():
+    from grumem.trainer.loss import truncated_is_weights
+
+    old = torch.tensor([0.0, 0.0, -1.0], requires_grad=True)
+    engine = torch.tensor([-3.0, 0.693147, -1.0])  # pi_old / pi_engine = e^3, 1/2, 1
+    weights = truncated_is_weights(old, engine, cap=2.0)
+    torch.testing.assert_close(weights, torch.tensor([2.0, 0.5, 1.0]))
+    assert not weights.requires_grad
