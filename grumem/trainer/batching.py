@@ -52,13 +52,19 @@ def prefix_groups(rows: list[TrainingRow], min_shared: int = MIN_SHARED) -> list
 
 def micro_batches(rows: list[TrainingRow], max_tokens: int, share_prefixes: bool = True
                   ) -> Iterator[tuple[int, list[TrainingRow]]]:
-    """(shared, rows) passes of at most max_tokens computed positions: the shared prefix once, plus rows x their
-    longest remainder (right padding). A row longer than max_tokens goes alone."""
+    """(shared, rows) passes of at most max_tokens computed positions: rows without a shared prefix are right-padded
+    to the longest (rows x longest); after a shared prefix each row runs alone (shared + their remainders). A row
+    longer than max_tokens goes alone."""
+    def cost(shared: int, batch: list[TrainingRow]) -> int:
+        if shared:
+            return shared + sum(row.num_tokens - shared for row in batch)
+        return len(batch) * batch[0].num_tokens
+
     groups = prefix_groups(rows) if share_prefixes else [(0, rows)]
     for shared, members in groups:
         batch: list[TrainingRow] = []
         for row in sorted(members, key=lambda r: r.num_tokens, reverse=True):
-            if batch and shared + (len(batch) + 1) * (batch[0].num_tokens - shared) > max_tokens:
+            if batch and cost(shared, batch + [row]) > max_tokens:
                 yield (shared if len(batch) > 1 else 0), batch
                 batch = []
             batch.append(row)
