@@ -23,13 +23,14 @@ from grumem.engine.agent_loop import MemoryAgent
 from grumem.engine.llm import LLM
 from grumem.engine.models.registry import checkpoint_path
 from grumem.engine.trajectory import Trajectory
+from grumem.evaluation import summarize
 from grumem.tasks import Sample
 from grumem.trainer.advantages import group_advantages, has_signal
 from grumem.trainer.batching import micro_batches, split_evenly
 from grumem.trainer.config import AUTOCAST, TrainerConfig
 from grumem.trainer.loss import clipped_surrogate, k3_kl, truncated_is_weights
 from grumem.trainer.policy import Policy
-from grumem.trainer.rewards import EXIT_EARLY, EXIT_EXACT, TrajectoryReward, trajectory_reward
+from grumem.trainer.rewards import TrajectoryReward, trajectory_reward
 from grumem.trainer.rows import TrainingRow, trajectory_rows
 
 
@@ -167,19 +168,19 @@ class DAPOTrainer:
 
 
 def rollout_stats(trajectories: list[Trajectory], rewards: list[TrajectoryReward], exit_gate: bool) -> dict:
-    """Means over the trajectories rolled out this step (kept or not); None where nothing was measured."""
+    """Means over the trajectories rolled out this step (kept or not); None where nothing was measured. Reading and
+    exit statistics are the memory loop's own (`evaluation.summarize`)."""
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     updates = [v for r in rewards for v in r.updates.values()]
+    loop = summarize(trajectories, wall_seconds=0.0)
     stats = {
         "trajectories": len(trajectories),
         "reward": mean([r.total for r in rewards]), "outcome": mean([r.outcome for r in rewards]),
         "format": mean([r.format for r in rewards]), "update_acc": mean([v > 0 for v in updates]),
-        "chunks_read": mean([t.stop_chunk + 1 for t in trajectories]),
+        "chunks_read": loop["chunks_read"] if trajectories else None,
     }
     if exit_gate:
-        labelled = [r for r, t in zip(rewards, trajectories) if t.evidence_chunks]
-        stats["exit_exact"] = mean([r.exit == EXIT_EXACT for r in labelled])
-        stats["exit_early"] = mean([r.exit == EXIT_EARLY for r in labelled])
+        stats |= {"exit_exact": loop["exit_exact"], "exit_early": loop["exit_early"]}
     return stats
 
 
