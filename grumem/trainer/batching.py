@@ -40,8 +40,9 @@ def prefix_groups(rows: list[TrainingRow], min_shared: int = MIN_SHARED) -> list
             if shared < min_shared:
                 break
             tokens += ordered[i].num_tokens
-            if fewest[i] + tokens - (j - i - 1) * shared < fewest[j]:
-                fewest[j], run_start[j] = fewest[i] + tokens - (j - i - 1) * shared, i
+            cost = fewest[i] + tokens - (j - i - 1) * shared
+            if cost < fewest[j]:
+                fewest[j], run_start[j] = cost, i
     groups, j = [], len(ordered)
     while j > 0:
         i = run_start[j]
@@ -62,10 +63,10 @@ def micro_batches(rows: list[TrainingRow], max_tokens: int, share_prefixes: bool
 
     groups = prefix_groups(rows) if share_prefixes else [(0, rows)]
     for shared, members in groups:
-        batch: list[TrainingRow] = []
+        batches: list[list[TrainingRow]] = [[]]
         for row in sorted(members, key=lambda r: r.num_tokens, reverse=True):
-            if batch and cost(shared, batch + [row]) > max_tokens:
-                yield (shared if len(batch) > 1 else 0), batch
-                batch = []
-            batch.append(row)
-        yield (shared if len(batch) > 1 else 0), batch
+            if batches[-1] and cost(shared, batches[-1] + [row]) > max_tokens:
+                batches.append([])
+            batches[-1].append(row)
+        for batch in batches:
+            yield (shared if len(batch) > 1 else 0), batch
