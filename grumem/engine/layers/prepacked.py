@@ -14,11 +14,17 @@ PACK_FOR_ROWS = 16  # oneDNN's batch-size hint: the packed layout serves every r
 def can_prepack(weight: torch.Tensor) -> bool:
     return (
         weight.device.type == "cpu"
-        and weight.dtype in (torch.float32, torch.bfloat16)
+        and (weight.dtype == torch.float32 or weight.dtype == torch.bfloat16 and _cpu_has_bf16_reorder())
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
+
+
+def _cpu_has_bf16_reorder() -> bool:
+    """oneDNN reorders bf16 weights only with AVX-NE-CONVERT or AVX-512 BW/VL/DQ (an AVX2-only CPU raises)."""
+    caps = getattr(torch.cpu, "get_capabilities", dict)()  # torch >= 2.8; older: assume no
+    return bool(caps.get("avx_ne_convert") or all(caps.get(f) for f in ("avx512bw", "avx512vl", "avx512dq")))
 
 
 def prepack(weight: torch.Tensor) -> torch.Tensor | None:
