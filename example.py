@@ -2,7 +2,8 @@
 
   .venv/bin/python example.py
 """
-from grumem.engine import LLM, AgentConfig, MemoryAgent
+from grumem.agent import AgentConfig, MemoryAgent
+from grumem.engine import LLM
 from grumem.tasks import make_samples
 
 llm = LLM()

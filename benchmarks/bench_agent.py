@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from grumem.engine import AgentConfig, MemoryAgent
+from grumem.agent import AgentConfig, MemoryAgent
 from grumem.tasks import make_samples
 from memagent_hf import memagent_hf
 

@@ -9,6 +9,7 @@ import torch
 from transformers import DynamicCache
 
 from conftest import random_prompts
+from grumem.agent import FormatArgs, TurnFormat
 from grumem.engine import SamplingParams
 
 DECODE_STEPS = 16
@@ -29,8 +30,8 @@ def test_prefill(benchmark, system, length, engines):
     benchmark.extra_info["tokens_per_s"] = length / benchmark.stats.stats.mean
 
 
-def _grumem_decode_setup(llm, prompts):
-    params = SamplingParams(temperature=0, max_tokens=DECODE_STEPS + 1, ignore_eos=True)
+def _grumem_decode_setup(llm, prompts, params=None):
+    params = params or SamplingParams(temperature=0, max_tokens=DECODE_STEPS + 1, ignore_eos=True)
     llm.reset_prefix_cache()
     for prompt in prompts:
         llm.add_request(prompt, params)
@@ -108,3 +109,29 @@ def test_shared_prefix_prefill(benchmark, system, engines):
 
     benchmark.pedantic(run, rounds=1, warmup_rounds=0)
     benchmark.extra_info["tokens_per_s"] = 16 * len(prompts[0]) / benchmark.stats.stats.mean
+
+
+@pytest.mark.parametrize("constrained", [False, True], ids=["free", "format"])
+def test_constrained_decode(benchmark, constrained, grumem_llm):
+    """Batch-16 decode at 2K context with and without the GRU-Mem turn format (mask table, forced tags, caps):
+    the constraint's cost per decode step. Rate from the engine's own decode counters."""
+    llm, prompts = grumem_llm, random_prompts(16, 2048, seed=16)
+    turn_format = {TurnFormat.of(llm).name: FormatArgs(max_think_tokens=8, max_memory_tokens=8)}
+    params = SamplingParams(temperature=0, max_tokens=DECODE_STEPS + 1, ignore_eos=True,
+                            logits_processors=turn_format if constrained else {})
+    counters = {}
+
+    def setup():
+        _grumem_decode_setup(llm, prompts, params)
+        counters["before"] = (llm.stats.num_decode_tokens, llm.stats.decode_seconds, llm.stats.num_decode_steps)
+        return (), {}
+
+    def run():
+        while llm.has_unfinished_requests():
+            llm.step()
+
+    benchmark.pedantic(run, setup=setup, rounds=5)
+    tokens, seconds, steps = (now - then for now, then in zip(
+        (llm.stats.num_decode_tokens, llm.stats.decode_seconds, llm.stats.num_decode_steps), counters["before"]))
+    benchmark.extra_info["tokens_per_s"] = tokens / seconds
+    benchmark.extra_info["ms_per_step"] = 1000 * seconds / steps

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from grumem.engine import LLM, AgentConfig
+from grumem.agent import AgentConfig
+from grumem.engine import LLM
 from grumem.tasks import make_samples
 from grumem.trainer import DAPOTrainer, TrainerConfig
 

@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from grumem.engine.prompts import PromptBuilder, extract_answer
+from grumem.agent.parsing import extract_answer
+from grumem.agent.prompts import PromptBuilder
 from grumem.tasks import Sample, chunk_document, score
 
 

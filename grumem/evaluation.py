@@ -1,7 +1,8 @@
 """Scores and gate statistics of finished trajectories, and the tables `grumem run` and `grumem eval` print."""
 from statistics import mean
 
-from grumem.engine.trajectory import Trajectory
+from grumem.agent import Trajectory
+from grumem.tasks import EXIT_TIMINGS
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -15,7 +16,7 @@ def summarize(trajectories: list[Trajectory], wall_seconds: float) -> dict:
     labelled = [turn for turn in memory_turns if turn.has_evidence is not None and turn.check is not None]
     said_yes = [turn for turn in labelled if turn.check == "yes"]
     with_evidence = [turn for turn in labelled if turn.has_evidence]
-    exits = [(t.stop_chunk, t.evidence_chunks[-1]) for t in trajectories if t.evidence_chunks and not t.error]
+    exits = [t.exit_timing for t in trajectories if t.exit_timing is not None]
     return {
         "questions": len(trajectories),
         "errors": sum(t.error is not None for t in trajectories),
@@ -28,9 +29,7 @@ def summarize(trajectories: list[Trajectory], wall_seconds: float) -> dict:
         "format_ok": _ratio(sum(turn.well_formed for turn in memory_turns), len(memory_turns)),
         "update_precision": _ratio(sum(turn.has_evidence for turn in said_yes), len(said_yes)),
         "update_recall": _ratio(sum(turn.check == "yes" for turn in with_evidence), len(with_evidence)),
-        "exit_early": _ratio(sum(stop < last for stop, last in exits), len(exits)),
-        "exit_exact": _ratio(sum(stop == last for stop, last in exits), len(exits)),
-        "exit_late": _ratio(sum(stop > last for stop, last in exits), len(exits)),
+        **{f"exit_{timing}": _ratio(exits.count(timing), len(exits)) for timing in EXIT_TIMINGS},
     }
 
 

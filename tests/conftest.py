@@ -9,6 +9,12 @@ if not torch.cuda.is_available():
 from transformers import LlamaConfig, Qwen2Config
 
 from helpers import TINY, save_hf_checkpoint
+from grumem.engine.models.registry import DEFAULT_MODEL
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tokenizer", metavar="DIR", help="a tokenizer folder for the tiny models instead of the "
+                     "embedded SmolLM2's (machines without its package: scripts/gpu_check.sh)")
 
 
 def pytest_configure(config):
@@ -29,15 +35,15 @@ def _seed():
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_path(tmp_path_factory) -> str:
+def tiny_llama_path(tmp_path_factory, tokenizer) -> str:
     config = LlamaConfig(**TINY, rope_theta=1e4, tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
-    return save_hf_checkpoint(config, tmp_path_factory.mktemp("tiny-llama"))
+    return save_hf_checkpoint(config, tmp_path_factory.mktemp("tiny-llama"), tokenizer)
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2_path(tmp_path_factory) -> str:
+def tiny_qwen2_path(tmp_path_factory, tokenizer) -> str:
     config = Qwen2Config(**TINY, rope_theta=1e6, tie_word_embeddings=True, architectures=["Qwen2ForCausalLM"])
-    return save_hf_checkpoint(config, tmp_path_factory.mktemp("tiny-qwen2"))
+    return save_hf_checkpoint(config, tmp_path_factory.mktemp("tiny-qwen2"), tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +61,7 @@ def smollm2_llm():
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
+def tokenizer(pytestconfig):
     from grumem.engine.models.registry import load_tokenizer
 
-    return load_tokenizer()
+    return load_tokenizer(pytestconfig.getoption("tokenizer") or DEFAULT_MODEL)

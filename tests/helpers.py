@@ -11,10 +11,8 @@ TINY = dict(
 )
 
 
-def save_hf_checkpoint(config, folder) -> str:
-    """A random-weight HF checkpoint with SmolLM2's tokenizer beside it."""
-    from grumem.engine.models.registry import load_tokenizer
-
+def save_hf_checkpoint(config, folder, tokenizer) -> str:
+    """A random-weight HF checkpoint with the tokenizer beside it."""
     torch.manual_seed(1234)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # HF zero-inits biases; random ones test that they are loaded
@@ -22,7 +20,7 @@ def save_hf_checkpoint(config, folder) -> str:
             if name.endswith(".bias"):
                 param.normal_(0, 0.1)
     model.save_pretrained(folder)
-    load_tokenizer().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return str(folder)
 
 

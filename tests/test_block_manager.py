@@ -1,5 +1,6 @@
-"""BlockManager properties, without a model: ref counts, prefix hits, fork, eviction, reset."""
+"""BlockManager (and the scheduler's use of it) without a model: ref counts, prefix hits, fork, eviction, reset."""
 from grumem.engine.block_manager import BlockManager
+from grumem.engine.scheduler import Scheduler
 from grumem.engine.sampling_params import SamplingParams
 from grumem.engine.sequence import Sequence
 
@@ -61,6 +62,26 @@ def test_fork_shares_full_blocks_and_copies_the_partial_one():
     assert len({c.block_table[2] for c in children} | {parent.block_table[2]}) == 4
     assert copies == [(parent.block_table[2], c.block_table[2]) for c in children]
     assert bm.blocks[parent.block_table[0]].ref_count == 4
+
+
+def test_a_fork_without_a_free_block_waits_and_is_served_by_the_prefix_cache():
+    bm = BlockManager(4, BLOCK)
+    scheduler = Scheduler(bm, max_num_seqs=8, max_num_batched_tokens=64)
+    parent = seq(list(range(10)))  # 3 blocks, the last partial: 1 block left for 2 copies
+    scheduler.add(parent)
+    scheduler.postprocess(scheduler.schedule())
+    assert scheduler.running == [parent]
+    first, second = seq(list(range(10))), seq(list(range(10)))
+    copies = scheduler.fork(parent, [first, second])
+    assert copies == [(parent.block_table[2], first.block_table[2])] and bm.num_free_blocks == 0
+    assert scheduler.running == [parent, first] and scheduler.waiting == [second] and second.block_table == []
+    for s in (parent, first):
+        scheduler.finish(s, "stop")
+    batch = scheduler.schedule()  # re-admitted: its two full blocks come from the cache, the tail is recomputed
+    assert batch.seqs == [second] and second.num_computed_tokens == 8 and batch.num_new_tokens == [2]
+    scheduler.postprocess(batch)
+    scheduler.finish(second, "stop")
+    assert bm.num_free_blocks == 4 and all(block.ref_count == 0 for block in bm.blocks)
 
 
 def test_freed_blocks_stay_cached_until_evicted_least_recent_first():

@@ -1,5 +1,6 @@
 """The command line on the real model: run prints a table, ask answers files and reports bad ones alone."""
 import json
+import re
 
 import pytest
 import torch
@@ -24,23 +25,81 @@ def test_ask_batch_answers_good_lines_and_reports_bad_ones(tmp_path, capsys, smo
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\xff\xfe\x00 not text")
     batch = tmp_path / "batch.jsonl"
-    lines = [{"document": str(good), "question": "What is the vault code?", "answers": ["4711"]},
+    lines = [{"document": str(good), "question": "What is the vault code?", "answers": "4711"},
              {"document": str(bad), "question": "Anything?"},
              {"document": str(tmp_path / "missing.txt"), "question": "Where?"},
-             {"context": "", "question": "Empty?"}]
-    batch.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+             {"context": "", "question": "Empty?"},
+             {"context": " \n\t ", "question": "Blank?"},
+             [1, 2, 3],
+             {"context": 12345, "question": "A number?"},
+             {"context": "text", "question": "Both?", "document": str(good)},
+             {"context": "text", "question": "Answers?", "answers": [1029384]}]
+    batch.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
     main(["ask", "--batch", str(batch), "--json", *SMALL])
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(records) == 4
-    assert records[0]["error"] is None and records[0]["answer"] and "correct" in records[0]
-    assert "not UTF-8" in records[1]["error"]
-    assert "cannot read" in records[2]["error"]
-    assert "empty document" in records[3]["error"]
+    assert [r["line"] for r in records] == list(range(1, 11))
+    assert records[0]["error"] is None and records[0]["answer"] and records[0]["answers"] == ["4711"]
+    errors = [r["error"] for r in records[1:]]
+    expected = ["not UTF-8", "cannot read", "empty document", "empty document", "a JSON object is needed, got list",
+                '"context" must be a string, got int', "exactly one of", '"answers" must be a list of strings',
+                "not JSON"]
+    for error, fragment, number in zip(errors, expected, range(2, 11)):
+        assert error.startswith(f"line {number}: ") and fragment in error, error
 
 
-def test_unknown_task_is_a_clear_error():
-    with pytest.raises(SystemExit, match="unknown task|niah_single_1"):
-        main(["run", "--tasks", "no_such_task", "--num-samples", "1", "--kv-cache-gb", "0.1"])
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails any attempt to build an engine: argument errors must stop before the model loads."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("grumem.cli.common.LLM", refuse)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--tasks", "no_such_task"], "unknown task 'no_such_task'"),
+    (["run", "--length", "0"], "--length needs positive integers"),
+    (["run", "--chunk-tokens", "0"], "chunk_tokens must be >= 1"),
+    (["run", "--model", "no/such/folder"], "neither a known model"),
+    (["run", "--device", "cuda"] if not torch.cuda.is_available() else ["run", "--kv-cache-gb", "0"], "cuda|kv-cache-gb"),
+    (["eval", "--lengths", "4096,x"], "--lengths needs positive integers"),
+    (["ask", "--doc", "missing.txt", "--question", "q?"], "missing.txt: cannot read"),
+    (["ask", "--doc", "README.md"], "--doc needs --question"),
+    (["ask", "--doc", "README.md", "--question", "  "], '"question" must be a non-empty string'),
+    (["ask", "--batch", "missing.jsonl"], "missing.jsonl: cannot read"),
+    (["ask", "--batch", "README.md", "--question", "q?"], "go with --doc"),
+    (["train", "--task", "nope"], "unknown task 'nope'"),
+    (["train", "--group-size", "0"], "group_size must be >= 1"),
+    (["train", "--steps", "-1"], "--steps and --eval-every must be >= 0"),
+])
+def test_bad_arguments_stop_before_the_model_loads(argv, message, no_model, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"grumem {argv[0]}: ")
+    assert re.search(message, err[0]), err[0]
+
+
+def test_flag_defaults_come_from_the_configs():
+    import argparse
+
+    from grumem.agent import AgentConfig
+    from grumem.cli import SUBCOMMANDS
+    from grumem.trainer import TrainerConfig
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    for command in SUBCOMMANDS:
+        command.register(commands)
+    run = parser.parse_args(["run"])
+    agent = AgentConfig()
+    assert (run.chunk_tokens, run.memory_tokens, run.think_tokens, run.answer_tokens, run.gate_prior) == (
+        agent.chunk_tokens, agent.memory_tokens, agent.max_think_tokens, agent.answer_tokens,
+        agent.gate_prior_threshold)
+    train, trainer = parser.parse_args(["train"]), TrainerConfig()
+    for name in ("lr", "alpha", "outcome", "kl_coef", "temperature", "mini_batches", "tis_cap", "autocast", "seed"):
+        assert getattr(train, name) == getattr(trainer, name), name
 
 
 def test_eval_compares_the_three_modes(capsys, smollm2_path):

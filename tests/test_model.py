@@ -49,13 +49,13 @@ def test_tiny_half_precision_close_to_transformers(tiny_qwen2_path, dtype):
     ],
     ids=lambda p: p["rope_type"],
 )
-def test_rope_scaling_matches_transformers(tmp_path, rope_parameters):
+def test_rope_scaling_matches_transformers(tmp_path, rope_parameters, tokenizer):
     from transformers import LlamaConfig
 
     from helpers import TINY, save_hf_checkpoint
 
     config = LlamaConfig(**TINY, rope_parameters={**rope_parameters, "rope_theta": 1e4}, architectures=["LlamaForCausalLM"])
-    path = save_hf_checkpoint(config, tmp_path)
+    path = save_hf_checkpoint(config, tmp_path, tokenizer)
     prompts = random_prompts(320, [300])  # past original_max_position_embeddings, where scaling matters
     torch.testing.assert_close(forward_logits(load_model(path), prompts)[0], hf_logits(path, prompts)[0], **FP32_TOL)
 

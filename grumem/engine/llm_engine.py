@@ -5,6 +5,7 @@
 """
 import itertools
 import time
+from collections.abc import Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 from grumem.engine import prompt_logprobs
 from grumem.engine.block_manager import BlockManager
 from grumem.engine.config import Config
-from grumem.engine.constraint import GateGrammar, GateState
+from grumem.engine.logits_processor import LogitsProcessor
 from grumem.engine.model_runner import ModelRunner
 from grumem.engine.models.registry import DEFAULT_MODEL, load_tokenizer
 from grumem.engine.outputs import EngineStats, RequestOutput
@@ -25,24 +26,36 @@ from grumem.engine.sequence import Request, Sequence, TokenRole
 class LLMEngine:
     def __init__(self, model: str = DEFAULT_MODEL, **kwargs):
         self.config = Config.from_kwargs(model, **kwargs)
-        self.tokenizer = load_tokenizer(self.config.model)
+        self._tokenizer = None
         self.model_runner = ModelRunner(self.config)
         self.vocab_size = self.model_runner.model.config.vocab_size
         self.max_model_len = self.model_runner.max_model_len
         self.block_manager = BlockManager(self.model_runner.num_blocks, self.config.kvcache_block_size)
         self.scheduler = Scheduler(self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens)
         self.sampler = Sampler(self.config.seed, self.model_runner.device)
-        self.eos_token_id = self.tokenizer.eos_token_id
+        eos = self.model_runner.model.config.eos_token_id
+        self.eos_token_id = eos if isinstance(eos, int) else self.tokenizer.eos_token_id
         self.requests: dict[str, Request] = {}
         self.stats = EngineStats()
-        self._grammar: GateGrammar | None = None
+        self.logits_processors: dict[str, LogitsProcessor] = {}
         self._request_counter = itertools.count()
 
     @property
-    def grammar(self) -> GateGrammar:
-        if self._grammar is None:
-            self._grammar = GateGrammar(self.tokenizer, self.model_runner.device)
-        return self._grammar
+    def tokenizer(self):
+        """Loaded on first use: token-id clients (benchmarks, RL) never need one."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.config.model)
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model_runner.device
+
+    def add_logits_processor(self, processor: LogitsProcessor) -> None:
+        """Registers a processor under its name; requests opt in with SamplingParams.logits_processors."""
+        registered = self.logits_processors.setdefault(processor.name, processor)
+        if registered is not processor:
+            raise ValueError(f"another logits processor is already registered as {processor.name!r}")
 
     # --- requests -------------------------------------------------------------------------------------------
     def add_request(
@@ -53,7 +66,8 @@ class LLMEngine:
         params = params or SamplingParams()
         request_id = request_id if request_id is not None else str(next(self._request_counter))
         self._validate(prompt_token_ids, params, request_id)
-        seq = self._new_sequence(prompt_token_ids, params, request_id, 0)
+        seq = Sequence(prompt_token_ids, params, request_id, 0, self.device)
+        seq.logits_states = self._new_logits_states(params)
         self.requests[request_id] = Request(request_id, list(prompt_token_ids), params, [seq])
         self.scheduler.add(seq, priority)
         return request_id
@@ -76,27 +90,41 @@ class LLMEngine:
         if needed > self.model_runner.num_blocks:
             raise ValueError(f"prompt needs {needed} KV blocks but the cache has {self.model_runner.num_blocks}")
 
-    def _new_sequence(self, token_ids: list[int], params: SamplingParams, request_id: str, index: int) -> Sequence:
-        seq = Sequence(token_ids, params, request_id, index, self.model_runner.device)
-        if params.constraint is not None:
-            seq.constraint_state = GateState(self.grammar, params.constraint, params.max_think_tokens,
-                                             params.max_memory_tokens, params.max_think_lines)
-        return seq
+    def _new_logits_states(self, params: SamplingParams) -> list:
+        unknown = set(params.logits_processors) - set(self.logits_processors)
+        if unknown:
+            raise ValueError(f"unknown logits processors {sorted(unknown)}; registered: {sorted(self.logits_processors)}")
+        return [(self.logits_processors[name], self.logits_processors[name].new_state(args, params))
+                for name, args in params.logits_processors.items()]
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
+    def abort(self, request_ids: Iterable[str] | None = None) -> list[RequestOutput]:
+        """Stops the given requests (every one when None) wherever they are and frees their blocks; returns their
+        partial outputs, the stopped sequences with finish_reason "abort". Ids not in flight are ignored."""
+        ids = list(self.requests) if request_ids is None else [i for i in request_ids if i in self.requests]
+        outputs = []
+        for request_id in ids:
+            request = self.requests.pop(request_id)
+            for seq in request.seqs:
+                if not seq.is_finished:
+                    self.scheduler.finish(seq, "abort")
+            outputs.append(request.to_output())
+        return outputs
+
     # --- one step -------------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        """Runs one prefill or decode step; returns the requests it finished (none on an idle engine)."""
         batch = self.scheduler.schedule()
         if not batch.seqs:
-            return self._fail_unschedulable()
+            return self._fail_unschedulable() if self.scheduler.waiting else []
         start = time.perf_counter()
         rows = self._sample_rows(batch)
         prompt_rows, prompt_targets, owners = prompt_logprobs.plan(batch)
         logits, scores = self.model_runner.run(batch, [row for row, _ in rows], prompt_rows, prompt_targets)
         prompt_logprobs.record(owners, scores)
-        self._advance_computed(batch)
+        self.scheduler.postprocess(batch)
         self._sample_and_append(logits, rows)
         self._record_step(batch, time.perf_counter() - start)
         return self._collect_finished()
@@ -109,13 +137,6 @@ class LLMEngine:
                 rows.append((i, [seq]))
         return rows
 
-    def _advance_computed(self, batch: ScheduledBatch) -> None:
-        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
-            seq.num_computed_tokens += num_new
-            self.block_manager.mark_computed(seq)
-            if batch.is_prefill and seq.num_computed_tokens == len(seq):
-                self.scheduler.finish_prefill(seq)
-
     def _sample_and_append(self, logits: torch.Tensor, rows: list[tuple[int, list[Sequence]]]) -> None:
         if not rows:
             return  # a prefill step that completed no prompt
@@ -125,48 +146,44 @@ class LLMEngine:
         if len(seqs) > len(rows):
             repeats = torch.tensor([len(g) for _, g in rows], device=logits.device)
             logits = logits.repeat_interleave(repeats, dim=0)
-        states = [seq.constraint_state for seq in seqs]
-        masks = [state.next_mask() if state else (None, -1) for state in states]
-        allowed = None
-        if any(row is not None for row, _ in masks):
-            mask_rows = torch.tensor([0 if row is None else row for row, _ in masks], device=logits.device)
-            allowed = self.grammar.mask_table[mask_rows]
-        biases = [(i, *bias) for i, state in enumerate(states) if state and (bias := state.choice_bias())]
+        logits, forced = self._apply_logits_processors(logits, seqs)
         token_ids, logprobs = self.sampler(
             logits, [s.params.temperature for s in seqs], [s.params.top_p for s in seqs],
-            [s.generator for s in seqs], allowed, [forced for _, forced in masks], biases,
+            [s.generator for s in seqs], forced,
         )
         for seq, token_id, logprob in zip(seqs, token_ids, logprobs):
-            role = seq.constraint_state.observe(token_id) if seq.constraint_state else TokenRole.SAMPLED
-            seq.append_token(token_id, logprob, role)
+            roles = [processor.observe(state, token_id) for processor, state in seq.logits_states]
+            seq.append_token(token_id, logprob, max(roles, default=TokenRole.SAMPLED))
             reason = self._finish_reason(seq, token_id)
             if reason is not None:
                 self.scheduler.finish(seq, reason)
 
+    def _apply_logits_processors(self, logits: torch.Tensor, seqs: list[Sequence]) -> tuple[torch.Tensor, list[int]]:
+        """Each processor in use applies its batched mask/bias once; the first to force a row's token wins."""
+        forced = [-1] * len(seqs)
+        for processor in {p: None for seq in seqs for p, _ in seq.logits_states}:
+            states = [next((st for p, st in seq.logits_states if p is processor), None) for seq in seqs]
+            logits, forces = processor.apply(logits, states)
+            forced = [mine if mine >= 0 else theirs for mine, theirs in zip(forced, forces)]
+        return logits, forced
+
     def _fork(self, seq: Sequence) -> list[Sequence]:
-        """The other n - 1 samples of a prompt that just finished its prefill; they share its blocks."""
+        """The other n - 1 samples of a prompt that just finished its prefill; those that share its blocks."""
         request = self.requests[seq.request_id]
         if request.params.n == 1 or request.forked:
             return []
         request.forked = True
-        children = [self._new_sequence(seq.token_ids, seq.params, seq.request_id, i) for i in range(1, seq.params.n)]
+        children = [Sequence(seq.token_ids, seq.params, seq.request_id, i, self.device) for i in range(1, seq.params.n)]
         for child in children:
             child.prompt_logprobs = list(seq.prompt_logprobs)
-            if seq.constraint_state is not None:
-                child.constraint_state.evidence = seq.constraint_state.evidence
+            child.logits_states = [(processor, processor.fork(state)) for processor, state in seq.logits_states]
         request.seqs += children
-        self.model_runner.copy_blocks(self.block_manager.fork(seq, children))
-        sharing = [child for child in children if child.block_table]
-        for child in children:
-            if child.block_table:
-                self.scheduler.add_running(child)
-            else:
-                self.scheduler.add(child)  # no block for its copy: recomputes its tail through the prefix cache
-        return sharing
+        self.model_runner.copy_blocks(self.scheduler.fork(seq, children))
+        return [child for child in children if child.block_table]
 
     def _finish_reason(self, seq: Sequence, token_id: int) -> str | None:
         params = seq.params
-        if seq.constraint_state is not None and seq.constraint_state.done:
+        if any(processor.is_finished(state) for processor, state in seq.logits_states):
             return "stop"
         if (token_id == self.eos_token_id and not params.ignore_eos) or token_id in params.stop_token_ids:
             return "stop"

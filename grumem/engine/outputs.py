@@ -1,5 +1,6 @@
 """What the engine returns per request: exact token ids, logprobs and roles, plus run statistics."""
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -8,8 +9,8 @@ class CompletionOutput:
     token_ids: list[int]
     logprobs: list[float]  # of each output token under the distribution it was sampled from
     roles: list[int]  # TokenRole per output token: SAMPLED, CHOICE or FORCED
-    finish_reason: str  # "stop" (eos / stop token / end of the constrained format), "length", or "error"
-    gates: dict[str, str] = field(default_factory=dict)  # gate values chosen under a constraint
+    finish_reason: str  # "stop" (eos, a stop token, or a logits processor ended it), "length", "abort" or "error"
+    extra: dict[str, Any] = field(default_factory=dict)  # logits processor name -> what it reports (its `output`)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A sequence asks for the logprobs of prompt tokens [start, end); the logits at position p score token p + 1, so
 positions start - 1 .. end - 2 are scored as chunked prefill computes them (the prefix cache never serves them).
-Their sum, minus SamplingParams.evidence_offset, becomes the sequence's gate prior once the span is complete.
+Once a sequence's span is complete, its logits processors observe the logprobs (`observe_prompt_logprobs`).
 """
 from grumem.engine.scheduler import ScheduledBatch
 from grumem.engine.sequence import Sequence
@@ -29,6 +29,6 @@ def record(owners: list[Sequence], logprobs: list[float]) -> None:
     for seq, logprob in zip(owners, logprobs):
         seq.prompt_logprobs.append(logprob)
     for seq in set(owners):
-        offset = seq.params.evidence_offset
-        if offset is not None and not seq.owes_prompt_logprobs:
-            seq.constraint_state.evidence = sum(seq.prompt_logprobs) - offset
+        if not seq.owes_prompt_logprobs:
+            for processor, state in seq.logits_states:
+                processor.observe_prompt_logprobs(state, seq.prompt_logprobs)

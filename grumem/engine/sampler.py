@@ -1,8 +1,8 @@
-"""Sampler: constraint mask and bias -> temperature -> top-p -> inverse-CDF sampling, with the sampled token's
-logprob.
+"""Sampler: temperature -> top-p -> inverse-CDF sampling, with the sampled token's logprob.
 
-The logprob is taken under the distribution actually sampled from (after the mask, temperature and top-p); greedy
-rows report it under the masked distribution at temperature 1, and forced tokens have logprob 0.
+The logits arrive with the logits processors' masks and biases applied. The logprob is taken under the distribution
+actually sampled from (after those, temperature and top-p); greedy rows report it under the processed distribution
+at temperature 1, and forced tokens have logprob 0.
 """
 import torch
 
@@ -18,16 +18,8 @@ class Sampler:
         temperatures: list[float],
         top_ps: list[float],
         generators: list[torch.Generator | None],
-        allowed: torch.Tensor | None = None,  # (num_rows, vocab) bool
         forced_ids: list[int] | None = None,  # -1 = not forced
-        logit_bias: list[tuple[int, int, float]] = (),  # (row, token id, added logit): the gate prior
     ) -> tuple[list[int], list[float]]:
-        if allowed is not None:
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        if logit_bias:
-            rows, cols, values = zip(*logit_bias)
-            index = (torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device))
-            logits = logits.index_put(index, torch.tensor(values, device=logits.device), accumulate=True)
         temps = torch.tensor(temperatures, device=logits.device).unsqueeze(1)
         greedy = temps == 0
         scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)

@@ -107,10 +107,26 @@ class Scheduler:
         self.add(seq, PREEMPTED_PRIORITY)
         self.num_preemptions += 1
 
-    def finish_prefill(self, seq: Sequence) -> None:
-        """A sequence whose prompt is fully computed moves from waiting to running."""
-        self.remove_waiting(seq)
-        self.add_running(seq)
+    def postprocess(self, batch: ScheduledBatch) -> None:
+        """After the step ran: its tokens' KV is in the cache (full blocks become cacheable), and sequences whose
+        prompt is now fully computed move from waiting to running."""
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += num_new
+            self.block_manager.mark_computed(seq)
+            if batch.is_prefill and seq.num_computed_tokens == len(seq):
+                self.remove_waiting(seq)
+                self.add_running(seq)
+
+    def fork(self, parent: Sequence, children: list[Sequence]) -> list[tuple[int, int]]:
+        """Children share the parent's blocks and decode beside it; one that gets no block for its copy of a partial
+        last block waits to be recomputed through the prefix cache. Returns the (src, dst) blocks to copy."""
+        copies = self.block_manager.fork(parent, children)
+        for child in children:
+            if child.block_table:
+                self.add_running(child)
+            else:
+                self.add(child)
+        return copies
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """Ends a sequence wherever it is (running, or waiting when aborted) and frees its blocks."""

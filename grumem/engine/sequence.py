@@ -2,11 +2,13 @@
 import itertools
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import Any
 
 import torch
 
 from grumem.engine.outputs import CompletionOutput, RequestOutput
 from grumem.engine.sampling_params import SamplingParams
+from grumem.engine.seeding import mix_seed
 
 
 class SequenceStatus(Enum):
@@ -18,7 +20,7 @@ class SequenceStatus(Enum):
 class TokenRole:
     """What produced an output token; the trainer masks FORCED tokens out of the loss."""
 
-    SAMPLED, CHOICE, FORCED = 0, 1, 2
+    SAMPLED, CHOICE, FORCED = 0, 1, 2  # ordered: when processors disagree the larger role is reported
 
 
 class Sequence:
@@ -42,11 +44,11 @@ class Sequence:
         self.output_roles: list[int] = []
         self.prompt_logprobs: list[float] = []  # of the prompt tokens in params.prompt_logprobs, as computed
         self.finish_reason: str | None = None
-        self.constraint_state = None  # set by the engine when params.constraint is on
+        self.logits_states: list[tuple[Any, Any]] = []  # (LogitsProcessor, this sequence's state in it)
         # forked samples of one request draw different tokens from one seed
         self.generator = None
         if params.seed is not None:
-            self.generator = torch.Generator(device=device).manual_seed(params.seed * 65537 + index)
+            self.generator = torch.Generator(device=device).manual_seed(mix_seed(params.seed, index))
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -101,7 +103,7 @@ class Request:
         outputs = [
             CompletionOutput(s.index, s.output_token_ids, s.output_logprobs, s.output_roles,
                              "error" if error else s.finish_reason,
-                             dict(s.constraint_state.gates) if s.constraint_state else {})
+                             {processor.name: processor.output(state) for processor, state in s.logits_states})
             for s in sorted(self.seqs, key=lambda s: s.index)
         ]
         first = self.seqs[0]

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 from grumem.tasks import hotpotqa, niah, squad
 from grumem.tasks.chunking import chunk_document
-from grumem.tasks.common import Sample, sample_rng
+from grumem.tasks.common import EXIT_TIMINGS, Sample, exit_timing, sample_rng
 from grumem.tasks.metrics import niah_recall, score, sub_em
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["TASKS", "Sample", "chunk_document", "make_samples", "niah_recall", "sample_stream", "score", "sub_em"]
+__all__ = ["EXIT_TIMINGS", "TASKS", "Sample", "chunk_document", "exit_timing", "make_samples", "niah_recall",
+           "sample_stream", "score", "sub_em"]
 
 TASKS = (*niah.NIAH_TASKS, "hotpotqa", "squad")
 

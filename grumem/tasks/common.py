@@ -28,13 +28,19 @@ class Sample:
         return len(self.context_ids)
 
     def evidence_chunks(self, chunk_tokens: int) -> list[int]:
+        """The chunks holding evidence, in reading order; the last is where an exit is exact."""
         return sorted({k for start, end in self.evidence_spans for k in span_chunks(start, end, chunk_tokens)})
 
-    def last_evidence_chunk(self, chunk_tokens: int) -> int:
-        chunks = self.evidence_chunks(chunk_tokens)
-        if not chunks:
-            raise ValueError(f"sample {self.task}/{self.index} has no evidence spans")
-        return chunks[-1]
+
+EXIT_TIMINGS = ("early", "exact", "late")
+
+
+def exit_timing(stop_chunk: int, evidence_chunks: list[int]) -> str | None:
+    """When reading stopped against the chunk holding the last evidence; None for a sample without evidence."""
+    if not evidence_chunks:
+        return None
+    last = evidence_chunks[-1]
+    return "early" if stop_chunk < last else "exact" if stop_chunk == last else "late"
 
 
 def sample_rng(task: str, seed: int, index: int) -> random.Random:

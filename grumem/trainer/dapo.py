@@ -18,11 +18,10 @@ from collections.abc import Iterator
 
 import torch
 
-from grumem.engine.agent_config import AgentConfig
-from grumem.engine.agent_loop import MemoryAgent
-from grumem.engine.llm import LLM
+from grumem.agent import AgentConfig, MemoryAgent, Trajectory
+from grumem.engine import LLM
 from grumem.engine.models.registry import checkpoint_path
-from grumem.engine.trajectory import Trajectory
+from grumem.engine.seeding import mix_seed
 from grumem.evaluation import summarize
 from grumem.tasks import Sample
 from grumem.trainer.advantages import group_advantages, has_signal
@@ -42,7 +41,8 @@ class DAPOTrainer:
         if self.agent_config.uses_gate_prior:
             raise ValueError("train without the gate prior (gate_prior_threshold=None): RL is what teaches the gates")
         self.llm, self.agent = llm, MemoryAgent(llm, self.agent_config)
-        self.policy = policy or Policy(_checkpoint(llm), str(llm.model_runner.device), AUTOCAST[self.config.autocast])
+        self.policy = policy or Policy(_checkpoint(llm), str(llm.device), AUTOCAST[self.config.autocast])
+        self.mask_table = self.agent.turn_format.mask_table
         self.reference = None
         if self.config.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy)
@@ -65,7 +65,7 @@ class DAPOTrainer:
         rollout_seconds = time.perf_counter() - start
         if rows:
             if self.config.mini_batches > 1 or self.config.old_logprobs == "engine":
-                self._old_logprobs(rows)
+                self.fill_old_logprobs(rows)
             stats |= self._update(rows)
             self.sync_engine()
         self.num_steps += 1
@@ -82,7 +82,7 @@ class DAPOTrainer:
             if not batch:
                 break
             groups = self.agent.rollout(batch, config.group_size, temperature=config.temperature, top_p=1.0,
-                                        seed=config.seed + 1_000_003 * self.num_rounds)
+                                        seed=mix_seed(config.seed, self.num_rounds))
             self.num_rounds, rounds = self.num_rounds + 1, rounds + 1
             for sample, group in zip(batch, groups):
                 group = [t for t in group if t.error is None]  # engine errors: no reward to learn from
@@ -101,28 +101,28 @@ class DAPOTrainer:
         advantages = group_advantages(rewards, self.config.alpha, self.config.std_normalize)
         if not has_signal(advantages):
             return [], rewards
-        constraint = self.agent_config.memory_constraint
+        grammar, memory_format = self.agent.turn_format.grammar, self.agent_config.memory_format
         rows = [row for t, a in zip(group, advantages)
-                for row in trajectory_rows(t, a, self.llm.grammar, constraint, self.config.mask_truncated)]
+                for row in trajectory_rows(t, a, grammar, memory_format, self.config.mask_truncated)]
         return rows, rewards
 
     # --- 2. pi_old -----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _old_logprobs(self, rows: list[TrainingRow]) -> None:
+    def fill_old_logprobs(self, rows: list[TrainingRow]) -> None:
+        """pi_old of every loss token: recomputed with the weights being trained, or the engine's."""
         if self.config.old_logprobs == "engine":
             for row in rows:
                 row.old_logprobs = [row.engine_logprobs[j] for j in row.loss_positions]
             return
         for shared, micro in micro_batches(rows, self.config.micro_batch_tokens, self.config.share_prefixes):
-            logprobs = self.policy.token_logprobs(micro, self.config.temperature, self.llm.grammar.mask_table,
-                                                  shared)
+            logprobs = self.policy.token_logprobs(micro, self.config.temperature, self.mask_table, shared)
             for row, values in zip(micro, logprobs.split([r.num_loss_tokens for r in micro])):
                 row.old_logprobs = values.tolist()
 
     # --- 3. updates ----------------------------------------------------------------------------------------
     def _update(self, rows: list[TrainingRow]) -> dict:
         rows = list(rows)
-        random.Random(self.config.seed * 7919 + self.num_steps).shuffle(rows)
+        random.Random(mix_seed(self.config.seed, self.num_steps)).shuffle(rows)
         totals = {"loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "engine_logprob_gap": 0.0, "grad_norm": 0.0}
         num_updates = 0
         for mini in split_evenly(rows, self.config.mini_batches):
@@ -130,9 +130,8 @@ class DAPOTrainer:
             if num_tokens == 0:
                 continue
             self.optimizer.zero_grad(set_to_none=True)
-            for shared, micro in micro_batches(mini, self.config.micro_batch_tokens, self.config.share_prefixes):
-                for name, value in self._accumulate(micro, num_tokens, shared).items():
-                    totals[name] += value
+            for name, value in self.backward(mini).items():
+                totals[name] += value
             totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
                                                                         self.config.max_grad_norm))
             self.optimizer.step()
@@ -140,11 +139,19 @@ class DAPOTrainer:
             num_updates += 1
         return {name: value / max(num_updates, 1) for name, value in totals.items()} | {"updates": num_updates}
 
+    def backward(self, rows: list[TrainingRow]) -> dict:
+        """Accumulates the gradient of the rows' token-mean loss over micro-batches (the split and prefix sharing do
+        not change it); returns the metrics."""
+        num_tokens, totals = sum(r.num_loss_tokens for r in rows), {}
+        for shared, micro in micro_batches(rows, self.config.micro_batch_tokens, self.config.share_prefixes):
+            for name, value in self._accumulate(micro, num_tokens, shared).items():
+                totals[name] = totals.get(name, 0.0) + value
+        return totals
+
     def _accumulate(self, rows: list[TrainingRow], num_tokens: int, shared: int = 0) -> dict:
         """Backward of these rows' share of the mini-batch's token-mean loss; returns their share of the metrics."""
         config, device = self.config, self.policy.device
-        mask_table = self.llm.grammar.mask_table
-        logprobs = self.policy.token_logprobs(rows, config.temperature, mask_table, shared)
+        logprobs = self.policy.token_logprobs(rows, config.temperature, self.mask_table, shared)
         if rows[0].old_logprobs is None:  # one update per batch: pi_old is these weights, ratio 1
             old = logprobs.detach()
         else:
@@ -157,7 +164,7 @@ class DAPOTrainer:
         kl = torch.zeros_like(loss)
         if self.reference is not None:
             with torch.no_grad():
-                ref = self.reference.token_logprobs(rows, config.temperature, mask_table, shared)
+                ref = self.reference.token_logprobs(rows, config.temperature, self.mask_table, shared)
             kl = k3_kl(logprobs, ref)
             loss = loss + config.kl_coef * kl
         total = loss.sum() / num_tokens

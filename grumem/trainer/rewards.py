@@ -12,12 +12,11 @@ memagent has no gates: its reward is the outcome alone (MemAgent's recipe).
 """
 from dataclasses import dataclass, field
 
-from grumem.engine.agent_config import AgentConfig
-from grumem.engine.trajectory import Trajectory
+from grumem.agent import AgentConfig, Trajectory
 from grumem.tasks import Sample
 from grumem.tasks.metrics import niah_recall, normalize_answer
 
-EXIT_EARLY, EXIT_EXACT, EXIT_LATE = -0.75, 0.0, -0.5
+EXIT_REWARDS = {"early": -0.75, "exact": 0.0, "late": -0.5, None: 0.0}  # by Trajectory.exit_timing
 OUTCOMES = ("boxed", "metric")
 
 
@@ -48,12 +47,7 @@ def outcome_reward(sample: Sample, traj: Trajectory, outcome: str = "boxed") -> 
 
 
 def exit_reward(traj: Trajectory) -> float:
-    if not traj.evidence_chunks:
-        return 0.0
-    last_evidence = traj.evidence_chunks[-1]
-    if traj.stop_chunk < last_evidence:
-        return EXIT_EARLY
-    return EXIT_EXACT if traj.stop_chunk == last_evidence else EXIT_LATE
+    return EXIT_REWARDS[traj.exit_timing]
 
 
 def update_rewards(traj: Trajectory) -> dict[int, float]:

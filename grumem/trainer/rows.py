@@ -6,9 +6,9 @@ ids, so the trainer's logprobs are taken under the same masked distribution the 
 """
 from dataclasses import dataclass
 
-from grumem.engine.constraint import GateGrammar, GateState
-from grumem.engine.sequence import TokenRole
-from grumem.engine.trajectory import Trajectory
+from grumem.agent import FormatArgs, Trajectory
+from grumem.agent.turn_format import GateGrammar, replay_mask_rows
+from grumem.engine import TokenRole
 from grumem.trainer.advantages import Advantages
 
 
@@ -38,26 +38,12 @@ class TrainingRow:
         return [j for j, keep in enumerate(self.loss_mask) if keep]
 
 
-def replay_mask_rows(grammar: GateGrammar, constraint: dict, output_ids: list[int], roles: list[int]) -> list[int]:
-    """The mask-table row the engine applied before each output token, from a fresh run of the state machine."""
-    state = GateState(grammar, constraint["constraint"], constraint["max_think_tokens"],
-                      constraint["max_memory_tokens"], constraint["max_think_lines"])
-    rows = []
-    for token_id, role in zip(output_ids, roles):
-        row, forced = state.next_mask()
-        if (forced >= 0) != (role == TokenRole.FORCED) or (forced >= 0 and forced != token_id):
-            raise ValueError("the turn was not decoded under this constraint: its forced tokens differ on replay")
-        rows.append(row)
-        state.observe(token_id)
-    return rows
-
-
-def trajectory_rows(traj: Trajectory, advantages: Advantages, grammar: GateGrammar, memory_constraint: dict,
+def trajectory_rows(traj: Trajectory, advantages: Advantages, grammar: GateGrammar, memory_format: FormatArgs | None,
                     mask_truncated: bool = False) -> list[TrainingRow]:
     rows = []
     for n, turn in enumerate(traj.turns):
-        constrained = turn.kind == "memory" and memory_constraint["constraint"] is not None
-        mask_rows = replay_mask_rows(grammar, memory_constraint, turn.output_ids, turn.roles) if constrained else None
+        constrained = turn.kind == "memory" and memory_format is not None
+        mask_rows = replay_mask_rows(grammar, memory_format, turn.output_ids, turn.roles) if constrained else None
         keep = not (mask_truncated and turn.finish_reason == "length")
         rows.append(TrainingRow(
             list(turn.prompt_ids), list(turn.output_ids), [keep and r != TokenRole.FORCED for r in turn.roles],

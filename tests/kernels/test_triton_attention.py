@@ -17,6 +17,13 @@ SHAPES = [(9, 3, 64), (16, 2, 128), (4, 4, 80)]
 TOLERANCES = {torch.float32: (1e-5, 1e-5), torch.float16: (3e-3, 3e-3)}
 
 
+@pytest.fixture(autouse=True)
+def _on_the_gpu_when_there_is_one():
+    """Tensors are made on CUDA when it is there (the kernels run compiled), else on the CPU (interpreted)."""
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        yield
+
+
 def test_store_kvcache_replays_the_slot_mapping():
     k_cache, v_cache = torch.randn(6, BLOCK_SIZE, 3, 80), torch.randn(6, BLOCK_SIZE, 3, 80)
     qkv = torch.randn(5, 9, 80)  # keys and values as strided views, as the model produces them

@@ -2,7 +2,7 @@
 
 import pytest
 
-from grumem.tasks import Sample, chunk_document, make_samples
+from grumem.tasks import EXIT_TIMINGS, Sample, chunk_document, exit_timing, make_samples
 
 CHUNK_TOKENS = (1, 7, 512, 1000)
 
@@ -51,13 +51,13 @@ def test_evidence_chunks_by_hand(spans, expected):
     sample = _sample(10, spans)
     assert sample.evidence_chunks(4) == expected
     assert sample.evidence_chunks(4) == _touched(chunk_document(sample.context_ids, 4), spans)
-    assert sample.last_evidence_chunk(4) == expected[-1]
+    last = expected[-1]
+    assert [exit_timing(stop, sample.evidence_chunks(4)) for stop in (last - 1, last, last + 1)] == list(EXIT_TIMINGS)
 
 
-def test_last_evidence_chunk_without_evidence_raises():
+def test_exit_timing_without_evidence_is_none():
     assert _sample(10, []).evidence_chunks(4) == []
-    with pytest.raises(ValueError, match="no evidence"):
-        _sample(10, []).last_evidence_chunk(4)
+    assert exit_timing(0, []) is None
 
 
 @pytest.mark.parametrize("task", ["niah_multivalue", "hotpotqa"])
@@ -67,7 +67,6 @@ def test_evidence_chunks_agree_with_chunk_document(tokenizer, task):
             chunks = chunk_document(sample.context_ids, chunk_tokens)
             assert sum(map(len, chunks)) == sample.num_tokens
             assert sample.evidence_chunks(chunk_tokens) == _touched(chunks, sample.evidence_spans)
-            assert sample.last_evidence_chunk(chunk_tokens) == _touched(chunks, sample.evidence_spans)[-1]
 
 
 def test_evidence_chunks_hold_the_needles(tokenizer):

@@ -2,16 +2,19 @@
 engine's under the constraint, the update ignores the micro-batch split, weights reach the engine, dynamic sampling
 drops groups without signal, and the update gate learns."""
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
 
-from grumem.engine import LLM, AgentConfig, MemoryAgent, TokenRole
+from grumem.agent import AgentConfig, MemoryAgent, TurnFormat
+from grumem.agent.turn_format import TAGS, replay_mask_rows
+from grumem.engine import LLM, TokenRole
 from grumem.tasks import make_samples
 from grumem.trainer import DAPOTrainer, Policy, TrainerConfig
 from grumem.trainer.advantages import Advantages
 from grumem.trainer.batching import micro_batches, prefix_groups, split_evenly
-from grumem.trainer.rows import replay_mask_rows, trajectory_rows
+from grumem.trainer.rows import trajectory_rows
 
 AGENT = AgentConfig(chunk_tokens=128, memory_tokens=8, max_think_tokens=4, answer_tokens=4, gate_prior_threshold=None)
 
@@ -25,28 +28,50 @@ def samples(llm, n=2, seed=1):
     return make_samples("niah_single_1", llm.tokenizer, 512, n, seed=seed)
 
 
-def rollout_rows(llm, temperature=1.0, group_size=3):
+def rollout_rows(llm, temperature=1.0, group_size=3, mask_truncated=False):
     groups = MemoryAgent(llm, AGENT).rollout(samples(llm), group_size, temperature=temperature)
     advantages = Advantages(trajectory=0.5, turns={0: -0.25})
-    return [(t, trajectory_rows(t, advantages, llm.grammar, AGENT.memory_constraint)) for g in groups for t in g]
+    grammar = TurnFormat.of(llm).grammar
+    return [(t, trajectory_rows(t, advantages, grammar, AGENT.memory_format, mask_truncated))
+            for g in groups for t in g]
 
 
-def test_rows_hold_the_exact_turn_ids_and_mask_forced_tokens(llm):
+def test_rows_are_the_prompts_the_loop_built_and_carry_no_loss_on_forced_tags(llm):
+    agent, tokenizer = MemoryAgent(llm, AGENT), llm.tokenizer
+    sample_of = {i: s for i, s in enumerate(samples(llm))}
+    tag_text = set(TAGS) | {tokenizer.eos_token}
     for traj, rows in rollout_rows(llm):
+        sample = sample_of[traj.sample_index]
+        question = agent.prompts.encode(sample.question)
         assert len(rows) == len(traj.turns) and traj.turns[-1].kind == "answer"
+        assert rows[0].prompt_ids == agent.prompts.memory_prompt(question, agent.prompts.no_memory_ids,
+                                                                 sample.context_ids[:AGENT.chunk_tokens])
         for turn, row in zip(traj.turns, rows):
-            assert row.prompt_ids == turn.prompt_ids and row.output_ids == turn.output_ids
-            assert row.loss_mask == [role != TokenRole.FORCED for role in turn.roles]
+            assert len(row.output_ids) == len(row.loss_mask) == len(row.engine_logprobs) == len(turn.roles)
             assert (row.mask_rows is None) == (turn.kind == "answer")
+            dropped = [t for t, keep in zip(row.output_ids, row.loss_mask) if not keep]
+            assert all(row.engine_logprobs[j] == 0.0 for j, keep in enumerate(row.loss_mask) if not keep)
+            text = tokenizer.decode(dropped)
+            for tag in sorted(tag_text, key=len, reverse=True):
+                text = text.replace(tag, "")
+            assert text == ""  # what carries no loss is tag text the constraint wrote
+            assert turn.kind == "memory" or all(row.loss_mask)
         assert rows[-1].advantage == 0.5  # the answer turn: the trajectory advantage
         assert rows[0].advantage == -0.25  # chunk 0's memory turn: the mixed one
+
+
+def test_truncated_turns_carry_no_loss_when_asked(llm):
+    truncated = [(turn, row) for traj, rows in rollout_rows(llm, mask_truncated=True)
+                 for turn, row in zip(traj.turns, rows) if turn.finish_reason == "length"]
+    assert truncated  # 4-token answers are cut
+    assert all(not any(row.loss_mask) for _, row in truncated)
 
 
 def test_recomputed_logprobs_equal_the_engines_under_the_constraint(llm, tiny_llama_path):
     rows = [row for _, rows in rollout_rows(llm, temperature=0.7) for row in rows]
     policy = Policy(tiny_llama_path)
     with torch.no_grad():
-        masked = policy.token_logprobs(rows, 0.7, llm.grammar.mask_table)
+        masked = policy.token_logprobs(rows, 0.7, TurnFormat.of(llm).mask_table)
         unmasked = policy.token_logprobs(rows, 0.7)
     engine = torch.tensor([row.engine_logprobs[j] for row in rows for j in row.loss_positions])
     torch.testing.assert_close(masked, engine, atol=1e-4, rtol=1e-4)
@@ -57,22 +82,21 @@ def test_replay_rejects_a_turn_decoded_under_another_constraint(llm):
     traj, _ = rollout_rows(llm)[0]
     turn = traj.turns[0]
     with pytest.raises(ValueError, match="not decoded under this constraint"):
-        replay_mask_rows(llm.grammar, {**AGENT.memory_constraint, "constraint": "gates"}, turn.output_ids,
+        replay_mask_rows(TurnFormat.of(llm).grammar, replace(AGENT.memory_format, mode="gates"), turn.output_ids,
                          turn.roles)
 
 
 def gradients(trainer, rows, micro_batch_tokens, share_prefixes=True):
     trainer.policy.model.zero_grad(set_to_none=True)
-    num_tokens = sum(r.num_loss_tokens for r in rows)
-    for shared, micro in micro_batches(rows, micro_batch_tokens, share_prefixes):
-        trainer._accumulate(micro, num_tokens, shared)
+    trainer.config.micro_batch_tokens, trainer.config.share_prefixes = micro_batch_tokens, share_prefixes
+    trainer.backward(rows)
     return {name: p.grad.clone() for name, p in trainer.policy.model.named_parameters()}
 
 
 def test_the_update_does_not_depend_on_the_micro_batch_split_nor_on_prefix_sharing(llm):
     trainer = DAPOTrainer(llm, AGENT, TrainerConfig(group_size=3, groups_per_step=2))
     rows = [row for _, rows in rollout_rows(llm) for row in rows]
-    trainer._old_logprobs(rows)
+    trainer.fill_old_logprobs(rows)
     for row in rows:  # off-policy by a little, so some ratios leave 1 and the clip takes part
         row.old_logprobs = [v + 0.3 * (-1) ** i for i, v in enumerate(row.old_logprobs)]
     assert max(shared for shared, _ in micro_batches(rows, 10**9)) > 100  # the forks' first turns
@@ -159,9 +183,10 @@ def test_the_update_gate_learns_from_the_turn_rewards(llm):
 
 def test_autocast_trains_fp32_weights_with_bf16_passes(llm, tiny_llama_path):
     rows = [row for _, rows in rollout_rows(llm) for row in rows]
-    exact = Policy(tiny_llama_path).token_logprobs(rows, 1.0, llm.grammar.mask_table)
+    mask_table = TurnFormat.of(llm).mask_table
+    exact = Policy(tiny_llama_path).token_logprobs(rows, 1.0, mask_table)
     policy = Policy(tiny_llama_path, autocast=torch.bfloat16)
-    fast = policy.token_logprobs(rows, 1.0, llm.grammar.mask_table)
+    fast = policy.token_logprobs(rows, 1.0, mask_table)
     assert fast.dtype == torch.float32 and not torch.equal(fast, exact)
     torch.testing.assert_close(fast, exact, atol=0.1, rtol=0.05)
     fast.sum().backward()

@@ -1,10 +1,9 @@
 """GRU-Mem's rewards on hand-made trajectories."""
 import pytest
 
-from grumem.engine import AgentConfig
-from grumem.engine.trajectory import TurnRecord, Trajectory
+from grumem.agent import AgentConfig, TurnRecord, Trajectory
 from grumem.tasks import Sample
-from grumem.trainer.rewards import EXIT_EARLY, EXIT_EXACT, EXIT_LATE, outcome_reward, trajectory_reward
+from grumem.trainer.rewards import outcome_reward, trajectory_reward
 
 
 def sample(answers, metric="sub_em") -> Sample:
@@ -35,7 +34,7 @@ def test_outcome_of_a_multi_value_needle_needs_every_value():
     assert outcome_reward(values, trajectory("1234")) == 0.0
 
 
-@pytest.mark.parametrize("stop_chunk, expected", [(0, EXIT_EARLY), (1, EXIT_EXACT), (3, EXIT_LATE)])
+@pytest.mark.parametrize("stop_chunk, expected", [(0, -0.75), (1, 0.0), (3, -0.5)])  # the paper's values
 def test_exit_reward_against_the_last_evidence_chunk(stop_chunk, expected):
     r = trajectory_reward(sample(["Paris"]), trajectory(stop_chunk=stop_chunk), AgentConfig())
     assert r.exit == expected
@@ -59,7 +58,7 @@ def test_without_the_exit_gate_there_is_no_exit_reward_and_memagent_has_only_the
 def test_the_metric_outcome_accepts_unboxed_answers_for_models_that_never_box():
     unboxed = trajectory(answer="The capital is Paris.", boxed=False)
     unboxed.score = 1.0  # sub_em, as the memory loop scores it
-    assert trajectory_reward(sample(["Paris"]), unboxed, AgentConfig()).total == EXIT_EXACT  # boxed: 0 + 0
+    assert trajectory_reward(sample(["Paris"]), unboxed, AgentConfig()).total == 0.0  # boxed: 0 + 0
     metric = trajectory_reward(sample(["Paris"]), unboxed, AgentConfig(), outcome="metric")
     assert (metric.outcome, metric.format) == (1.0, 1.0)
     with pytest.raises(ValueError, match="outcome"):

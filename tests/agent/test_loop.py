@@ -3,22 +3,26 @@ import re
 
 import pytest
 
-from grumem.engine import AgentConfig, MemoryAgent, SamplingParams
-from grumem.engine.constraint import GateGrammar
-from grumem.engine.outputs import CompletionOutput, RequestOutput
-from grumem.engine.sequence import TokenRole
+from grumem.agent import AgentConfig, MemoryAgent, TurnFormat
+from grumem.agent.parsing import parse_turn
+from grumem.engine import LLM, CompletionOutput, RequestOutput, SamplingParams, TokenRole
+from grumem.engine.seeding import mix_seed
 from grumem.tasks import Sample, make_samples
 
 
 class ScriptedLLM:
     """Stands in for the engine: each memory turn's output comes from `script(chunk_text, memory_text)`; a scored
-    question gets a logprob of -1 per token after a section holding CHUNK1, -2 after an empty one, else -3."""
+    question gets a logprob of -1 per token after a section holding CHUNK1, -2 after an empty one, else -3. Every
+    request finishes in the step after it was added; `fail_at_step` makes that step raise."""
 
-    def __init__(self, tokenizer, script):
-        self.tokenizer, self.script = tokenizer, script
-        self.grammar = GateGrammar(tokenizer)
+    def __init__(self, tokenizer, script, fail_at_step: int | None = None):
+        self.tokenizer, self.script, self.fail_at_step = tokenizer, script, fail_at_step
+        self.device, self.logits_processors = "cpu", {}
         self.eos_token_id = tokenizer.eos_token_id
-        self.queue, self.prompts, self.params, self.pins = [], [], [], []
+        self.queue, self.prompts, self.params, self.pins, self.aborted, self.num_steps = [], [], [], [], [], 0
+
+    def add_logits_processor(self, processor):
+        self.logits_processors[processor.name] = processor
 
     def add_request(self, prompt_ids, params: SamplingParams, request_id=None, priority=0):
         request_id = f"r{len(self.prompts)}"
@@ -28,8 +32,15 @@ class ScriptedLLM:
         return request_id
 
     def step(self):
+        self.num_steps += 1
+        if self.num_steps == self.fail_at_step:
+            raise RuntimeError("device lost")
         outputs, self.queue = [self._answer(*item) for item in self.queue], []
         return outputs
+
+    def abort(self, request_ids):
+        self.aborted += list(request_ids)
+        self.queue = [item for item in self.queue if item[0] not in request_ids]
 
     def _answer(self, request_id, prompt_ids, params):
         text = self.tokenizer.decode(prompt_ids)
@@ -96,10 +107,10 @@ def test_gate_prior_scores_the_question_against_an_empty_section(tokenizer):
     question = tokenizer.encode("Which chunk?", add_special_tokens=False)
     baseline, first_turn = llm.params[:2]
     assert llm.prompts[0][baseline.prompt_logprobs[0]:] == question  # the baseline ends with the question
-    assert baseline.evidence_offset is None and baseline.max_tokens == 1
+    assert baseline.logits_processors == {} and baseline.max_tokens == 1
     start, end = first_turn.prompt_logprobs
     assert llm.prompts[1][start:end] == question
-    assert first_turn.evidence_offset == pytest.approx(-2.0 * len(question) + 0.5)
+    assert first_turn.logits_processors[TurnFormat.name].evidence_offset == pytest.approx(-2.0 * len(question) + 0.5)
     # log-likelihood ratios against the empty section, minus the threshold: only CHUNK1 is evidence
     expected = [-1.0 * len(question) - 0.5, 1.0 * len(question) - 0.5, -1.0 * len(question) - 0.5]
     assert [t.gate_prior for t in traj.memory_turns] == pytest.approx(expected)
@@ -119,12 +130,14 @@ def test_without_exit_gate_every_chunk_is_read(tokenizer):
 
 
 def test_next_prompt_holds_the_exact_memory_ids(tokenizer):
-    llm, traj = run(tokenizer, scripted, exit_gate=False)
-    first = traj.turns[0].output_ids
-    memory_ids = first[first.index(tokenizer.encode("MEM", add_special_tokens=False)[0]):][:3]
+    llm = ScriptedLLM(tokenizer, scripted)
+    agent = MemoryAgent(llm, AgentConfig(chunk_tokens=8, exit_gate=False))
+    sample = three_chunk_sample(tokenizer)
+    traj = agent.run([sample])[0]
+    memory_ids = parse_turn(traj.turns[0].output_ids, agent.turn_format.grammar.piece).memory_ids
     assert tokenizer.decode(memory_ids) == "MEM-A"
-    second_prompt = traj.turns[1].prompt_ids
-    assert any(second_prompt[i : i + len(memory_ids)] == memory_ids for i in range(len(second_prompt)))
+    question = tokenizer.encode(sample.question, add_special_tokens=False)
+    assert traj.turns[1].prompt_ids == agent.prompts.memory_prompt(question, memory_ids, sample.context_ids[8:16])
 
 
 def test_memagent_rewrites_every_turn_and_reads_every_chunk(tokenizer):
@@ -186,26 +199,30 @@ def test_gate_prior_reads_to_the_needle_and_answers(smollm2_llm):
     the memory written there. (A needle cut by a chunk boundary makes two evidence chunks.)"""
     samples = make_samples("niah_single_1", smollm2_llm.tokenizer, 1200, 3, seed=5)
     config = AgentConfig(chunk_tokens=300, memory_tokens=48, max_think_tokens=40, answer_tokens=32)
-    for sample, traj in zip(samples, MemoryAgent(smollm2_llm, config).run(samples)):
+    agent = MemoryAgent(smollm2_llm, config)
+    for sample, traj in zip(samples, agent.run(samples)):
         assert all(t.check == "no" for t in traj.memory_turns if not t.has_evidence)
-        assert traj.stop_chunk == traj.evidence_chunks[-1] and traj.memory_turns[-1].check == "yes"
+        assert traj.exit_timing == "exact" and traj.memory_turns[-1].check == "yes"
         assert traj.score == 1.0, (traj.answer, sample.answers)
+        # the answer prompt holds exactly the ids the needle's turn wrote as its memory
+        memory_ids = parse_turn(traj.memory_turns[-1].output_ids, agent.turn_format.grammar.piece).memory_ids
+        assert traj.turns[-1].prompt_ids == agent.prompts.answer_prompt(agent.prompts.encode(sample.question),
+                                                                         memory_ids)
 
 
 def test_rollout_groups_fork_and_keep_exact_ids(smollm2_llm, niah_samples):
     agent = MemoryAgent(smollm2_llm, AgentConfig(exit_gate=False, **E2E))
     groups = agent.rollout(niah_samples, group_size=3, temperature=1.0, seed=1)
     assert [len(g) for g in groups] == [3, 3]
-    for group in groups:
-        assert len({tuple(t.turns[0].prompt_ids) for t in group}) == 1  # one first prompt, forked
+    for sample, group in zip(niah_samples, groups):
+        question = agent.prompts.encode(sample.question)
+        first_prompt = agent.prompts.memory_prompt(question, agent.prompts.no_memory_ids, sample.context_ids[:160])
+        assert all(t.turns[0].prompt_ids == first_prompt for t in group)
         assert [t.group_index for t in group] == [0, 1, 2]
+        assert len({tuple(t.turns[0].output_ids) for t in group}) > 1  # the forks sample apart
         for traj in group:
             for turn in traj.turns:
                 assert len(turn.output_ids) == len(turn.logprobs) == len(turn.roles)
-            for before, after in zip(traj.memory_turns, traj.turns[1:]):
-                if before.check == "yes":
-                    content = re.search(r"<update>(.*?)</update>", smollm2_llm.tokenizer.decode(before.output_ids), re.S)
-                    assert content.group(1).strip() in smollm2_llm.tokenizer.decode(after.prompt_ids)
 
 
 def test_model_that_never_writes_tags(smollm2_llm, niah_samples):
@@ -216,3 +233,82 @@ def test_model_that_never_writes_tags(smollm2_llm, niah_samples):
     assert not traj.format_ok  # greedy SmolLM2 does not write the four tags unaided
     no_memory = len(agent.prompts.no_memory_ids)
     assert all(t.memory_tokens == no_memory for t in traj.memory_turns if t.check != "yes")
+
+
+def test_one_first_request_per_group_and_own_seed_streams(tokenizer):
+    llm = ScriptedLLM(tokenizer, scripted)
+    agent = MemoryAgent(llm, AgentConfig(chunk_tokens=8, exit_gate=False, temperature=0.3, seed=5,
+                                         gate_prior_threshold=None))
+    samples = [three_chunk_sample(tokenizer)] * 2
+    groups = agent.rollout(samples, group_size=3, temperature=1.0, seed=9)
+    first = [p for p in llm.params if p.n == 3]
+    assert len(first) == 2 and len(llm.params) == 2 + 2 * 3 * 3  # one forked first turn per group, then per reader
+    assert all(p.temperature == 1.0 for p in llm.params) and agent.config.temperature == 0.3  # config untouched
+    later = [p.seed for p in llm.params if p.n == 1]
+    assert len(set(later)) == len(later)  # every reader's every turn draws from its own stream
+    assert first[0].seed == mix_seed(mix_seed(9, 0, 0), 0)
+    llm.params.clear()
+    agent.run(samples)
+    seeds = [p.seed for p in llm.params]
+    assert all(p.temperature == 0.3 for p in llm.params) and len(set(seeds)) == len(seeds)  # two documents apart
+    assert seeds[0] == mix_seed(mix_seed(5, 0), 0) and seeds[1] == mix_seed(mix_seed(5, 1), 0)
+
+
+def test_an_error_mid_run_aborts_what_was_submitted_and_releases_pins(tokenizer):
+    llm = ScriptedLLM(tokenizer, scripted, fail_at_step=2)  # after the first turns, while the second are queued
+    agent = MemoryAgent(llm, AgentConfig(chunk_tokens=8, exit_gate=False))
+    with pytest.raises(RuntimeError, match="device lost"):
+        agent.run([three_chunk_sample(tokenizer)] * 2)
+    assert sorted(llm.aborted) == ["r2", "r3"] and llm.queue == []
+    assert llm.pins == []
+
+
+def test_outputs_of_other_clients_are_ignored(tokenizer):
+    llm = ScriptedLLM(tokenizer, scripted)
+    foreign = RequestOutput("someone-else", [1, 2], [CompletionOutput(0, [3], [0.0], [TokenRole.SAMPLED], "stop")])
+    real_step = llm.step
+    llm.step = lambda: [foreign] + real_step()
+    traj = MemoryAgent(llm, AgentConfig(chunk_tokens=8)).run([three_chunk_sample(tokenizer)])[0]
+    assert traj.error is None and traj.answer == "MEM-A"
+
+
+def test_progress_advances_as_each_document_finishes(tokenizer, monkeypatch):
+    events = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.postfix = total, {}
+
+        def update(self, n):
+            events.append((llm.num_steps, n, dict(self.postfix)))
+
+        def set_postfix(self, counts, refresh=True):
+            self.postfix = dict(counts)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("grumem.agent.loop.tqdm", Bar)
+    llm = ScriptedLLM(tokenizer, scripted)
+    short = Sample("test", 1, three_chunk_sample(tokenizer).context_ids[:8], "Which chunk?", ["x"], [], "sub_em")
+    config = AgentConfig(chunk_tokens=8, exit_gate=False, gate_prior_threshold=None)
+    MemoryAgent(llm, config).run([three_chunk_sample(tokenizer), short])
+    # the one-chunk document is done after its memory and answer turns (step 2), the other after four turns
+    assert [(step, n) for step, n, _ in events] == [(2, 1), (4, 1)]
+    assert events[0][2] == {"turns": 2, "chunks": 2}  # shown after step 1, while both were in flight
+
+
+def test_turns_in_flight_go_before_new_documents_on_the_real_engine(tiny_llama_path):
+    """One sequence at a time: a document's next turn (priority 0) is admitted before the first turns of documents
+    still waiting (priority 1), so each document is read to its answer before the next one starts."""
+    llm = LLM(tiny_llama_path, num_kvcache_blocks=256, max_num_seqs=1)
+    samples = make_samples("niah_single_1", llm.tokenizer, 256, 3, seed=2)
+    finished = []
+    real_step = llm.step
+    llm.step = lambda: [finished.append(o.prompt_token_ids) or o for o in real_step()]
+    config = AgentConfig(chunk_tokens=128, memory_tokens=4, max_think_tokens=4, answer_tokens=4,
+                         exit_gate=False, gate_prior_threshold=None)
+    trajs = MemoryAgent(llm, config).run(samples)
+    owner = {tuple(turn.prompt_ids): t.sample_index for t in trajs for turn in t.turns}
+    order = [owner[tuple(ids)] for ids in finished]
+    assert order == sorted(order) and len(order) == sum(len(t.turns) for t in trajs) == 9

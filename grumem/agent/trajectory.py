@@ -1,6 +1,8 @@
 """What the memory loop records: every turn with its exact ids (the rollout contract of the trainer), and results."""
 from dataclasses import dataclass, field
 
+from grumem.tasks import exit_timing
+
 
 @dataclass
 class TurnRecord:
@@ -44,3 +46,8 @@ class Trajectory:
     @property
     def format_ok(self) -> bool:
         return all(t.well_formed for t in self.memory_turns)
+
+    @property
+    def exit_timing(self) -> str | None:
+        """"early", "exact" or "late" against the last evidence chunk; None without evidence labels or on error."""
+        return None if self.error is not None else exit_timing(self.stop_chunk, self.evidence_chunks)

@@ -1,5 +1,7 @@
 """Settings of the memory loop (mode, chunking, budgets, layout, gate prior), with the paper's sizes as a preset."""
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from grumem.agent.turn_format import FormatArgs
 
 MODES = ("grumem", "memagent")
 
@@ -17,14 +19,12 @@ class AgentConfig:
     max_think_lines: int | None = 1  # grumem: end <think> after its first line (a quote); None: only the token cap
     answer_tokens: int = 48
     constraint: str | None = "format"  # grumem decoding: "format", "gates" or None (parse leniently)
-    # NOTE: the gate prior, for models whose gates are not trained. The question's log-likelihood after the section,
-    # minus its log-likelihood after an empty section (a log-likelihood ratio, in nats, of "this section is evidence")
-    # and minus this threshold, is added to the logits of <check>yes and <next>end. None: the model's gates alone.
-    # It applies to grumem with a constraint in the chunk_first layout (see uses_gate_prior).
-    gate_prior_threshold: float | None = 10.0  # calibrated on NIAH single, HotpotQA (see README)
+    # the gate prior's threshold in nats, for models whose gates are not trained (agent/gate_prior.py says what it
+    # is); None: the model's gates alone
+    gate_prior_threshold: float | None = 10.0
     temperature: float = 0.0
     top_p: float = 1.0
-    seed: int | None = None
+    seed: int | None = None  # each document draws from its own stream mixed from this seed; None: the engine's
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -36,6 +36,10 @@ class AgentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_think_lines is not None and self.max_think_lines < 1:
             raise ValueError(f"max_think_lines must be >= 1 or None, got {self.max_think_lines}")
+        if self.constraint not in (None, "format", "gates"):
+            raise ValueError(f"constraint must be 'format', 'gates' or None, got {self.constraint!r}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
 
     @property
     def uses_exit_gate(self) -> bool:
@@ -48,13 +52,12 @@ class AgentConfig:
                 and self.constraint is not None)
 
     @property
-    def memory_constraint(self) -> dict:
-        """The constraint settings of a memory turn (SamplingParams fields); the trainer replays its masks."""
-        gated = self.mode == "grumem"
-        return dict(constraint=self.constraint if gated else None,
-                    max_think_tokens=self.max_think_tokens if gated else None,
-                    max_memory_tokens=self.memory_tokens if gated else None,
-                    max_think_lines=self.max_think_lines if gated else None)
+    def memory_format(self) -> FormatArgs | None:
+        """The turn format a memory turn is decoded under (without the gate prior); the trainer replays its masks.
+        None: unconstrained (memagent, or constraint None)."""
+        if self.mode != "grumem" or self.constraint is None:
+            return None
+        return FormatArgs(self.constraint, self.max_think_tokens, self.memory_tokens, self.max_think_lines)
 
     @property
     def memory_turn_tokens(self) -> int:

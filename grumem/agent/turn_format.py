@@ -1,20 +1,21 @@
-"""Constrained decoding of the GRU-Mem turn format as a small token-level state machine.
+"""The GRU-Mem turn format as a small token-level state machine: what the engine's logits processor
+(format_processor.py) runs per sequence, and what the trainer replays to recover the masks a turn was sampled under.
 
 format: <think>...</think>\n<check>yes|no</check>\n<update>\n...</update>\n<next>continue|end</next><eos>
 - "format" mode drives the whole turn: tag text is forced, free text may not end the turn nor start with a tag,
   the two gates are choices, and caps (tokens, or lines of thinking) force </think> and </update>. After check=no
   the update is forced empty: the candidate would be discarded anyway, so generating it is wasted decode.
-- A gate prior (`evidence`, a log-likelihood ratio) is added to the logits of check=yes and of next=end (after
-  check=no, minus its magnitude: an unchanged memory gives no new reason to stop).
 - "gates" mode leaves the text free and only constrains the values after a <check> or <next> the model wrote.
 Masks are rows of one (num_rows, vocab) table indexed per sequence; forced tokens bypass sampling. Per sequence and
 token the CPU work is one list look-up of the token's text and a tag check when that text holds a '>'.
 """
+import copy
 from collections import deque
+from dataclasses import dataclass
 
 import torch
 
-from grumem.engine.sequence import TokenRole
+from grumem.engine import TokenRole
 
 ANY, NO_EOS, CHECK_CHOICE, NEXT_CHOICE, TEXT_START = range(5)  # mask table rows
 CHECK_OPTIONS, NEXT_OPTIONS = ("yes", "no"), ("continue", "end")
@@ -24,6 +25,25 @@ THINK, CHECK, UPDATE, NEXT, FREE, DONE = "think", "check", "update", "next", "fr
 # the memory starts on its own line: small models then write a sentence there rather than a gate-like word
 TAGS = ("<think>", "</think>", "\n<check>", "</check>", "\n<update>\n", "</update>", "\n<next>", "</next>")
 POSITIVE = {CHECK: "yes", NEXT: "end"}  # the options a gate prior favours
+MODES = ("gates", "format")
+
+
+@dataclass(frozen=True, slots=True)
+class FormatArgs:
+    """A request's settings of the turn format (its args to the format processor)."""
+
+    mode: str = "format"  # "format" (the whole turn) or "gates" (only the values after a <check> or <next>)
+    max_think_tokens: int | None = None  # force </think> after this many thinking tokens
+    max_memory_tokens: int | None = None  # force </update> after this many memory tokens
+    max_think_lines: int | None = None  # force </think> once this many lines of thinking are written
+    evidence_offset: float | None = None  # the gate prior's offset (gate_prior.py); None: no prior
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"format mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("max_think_tokens", "max_memory_tokens", "max_think_lines"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
 
 
 class GateGrammar:
@@ -61,18 +81,24 @@ class GateGrammar:
 class GateState:
     """One sequence's position in the turn format."""
 
-    def __init__(self, grammar: GateGrammar, mode: str, max_think_tokens: int | None, max_memory_tokens: int | None,
-                 max_think_lines: int | None = None):
-        assert mode in ("gates", "format")
-        self.grammar, self.mode = grammar, mode
-        self.caps = {THINK: max_think_tokens, UPDATE: max_memory_tokens}
-        self.max_think_lines = max_think_lines
+    def __init__(self, grammar: GateGrammar, args: FormatArgs):
+        self.grammar, self.mode = grammar, args.mode
+        self.caps = {THINK: args.max_think_tokens, UPDATE: args.max_memory_tokens}
+        self.max_think_lines = args.max_think_lines
         self.forced: deque[int] = deque()
         self.gates: dict[str, str] = {}
-        self.evidence: float | None = None  # the gate prior, set once the prompt's question is scored
+        self.evidence_offset = args.evidence_offset
+        self.evidence: float | None = None  # the gate prior (gate_prior.py), set once the prompt's question is scored
         self.phase, self.text, self.num_free, self.num_lines, self.line_open = FREE, "", 0, 0, False
-        if mode == "format":
+        if self.mode == "format":
             self._force(grammar.tag_ids("<think>"), THINK)
+
+    def copy(self) -> "GateState":
+        """An independent state at the same point (it shares the grammar)."""
+        other = copy.copy(self)
+        other.forced, other.gates = deque(self.forced), dict(self.gates)
+        other.caps = dict(self.caps)
+        return other
 
     @property
     def done(self) -> bool:
@@ -94,14 +120,10 @@ class GateState:
             return ANY, -1
         return (NO_EOS if self.text.strip() else TEXT_START), -1
 
-    def choice_bias(self) -> tuple[int, float] | None:
-        """(token id, logit to add) at a gate choice when a prior is set: favours check=yes / next=end."""
-        if self.evidence is None or self.forced or self.phase not in POSITIVE:
-            return None
-        bias = self.evidence
-        if self.phase == NEXT and self.gates.get(CHECK) == "no":
-            bias = -abs(bias)  # the memory did not change: the prior sees nothing new to end on
-        return self.grammar.options[self.phase][POSITIVE[self.phase]][0], bias
+    @property
+    def choosing(self) -> str | None:
+        """The gate whose value the next token chooses, if any."""
+        return None if self.forced or self.phase not in (CHECK, NEXT) else self.phase
 
     def observe(self, token_id: int) -> int:
         """Advances on the token just emitted; returns its TokenRole."""
@@ -162,3 +184,17 @@ class GateState:
     def _close_free_phase(self, write_closing: bool) -> None:
         closing, opening, then = ("</think>", "\n<check>", CHECK) if self.phase == THINK else ("</update>", "\n<next>", NEXT)
         self._force(self.grammar.tag_ids(*((closing,) if write_closing else ()), opening), then)
+
+
+def replay_mask_rows(grammar: GateGrammar, args: FormatArgs, output_ids: list[int], roles: list[int]) -> list[int]:
+    """The mask-table row applied before each output token, from a fresh run of the state machine; raises when the
+    turn's forced tokens show it was not decoded under these args."""
+    state = GateState(grammar, args)
+    rows = []
+    for token_id, role in zip(output_ids, roles):
+        row, forced = state.next_mask()
+        if (forced >= 0) != (role == TokenRole.FORCED) or (forced >= 0 and forced != token_id):
+            raise ValueError("the turn was not decoded under this constraint: its forced tokens differ on replay")
+        rows.append(row)
+        state.observe(token_id)
+    return rows

@@ -1,0 +1,103 @@
+"""Your own documents as samples: a UTF-8 file or a text with a question, one at a time or as JSON lines
+({"document": path | "context": text, "question": ..., "answers": [...]}). Each field is checked with a message
+that names it (and the line); the CLI, the server and the replicas share these checks.
+
+One coercion, documented: "answers" given as one string is one gold answer (never split into characters).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from grumem.tasks.common import Sample
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+BATCH_FIELDS = ("document", "context", "question", "answers")
+
+
+def read_document(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from e
+
+
+def read_batch(path: str) -> list[tuple[int, dict[str, Any] | ValueError]]:
+    """(line number, its fields or the ValueError that says what is wrong with it) per non-blank line. Raises
+    ValueError when the file itself cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from e
+    items = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                items.append((number, parse_batch_line(line, number)))
+            except ValueError as e:
+                items.append((number, e))
+    return items
+
+
+def parse_batch_line(line: str, number: int) -> dict[str, Any]:
+    """The checked fields of one batch line (the document not yet read)."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"line {number}: not JSON ({e.msg})") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"line {number}: a JSON object is needed, got {type(item).__name__}")
+    unknown = sorted(set(item) - set(BATCH_FIELDS))
+    if unknown:
+        raise ValueError(f"line {number}: unknown fields {unknown}; valid: {list(BATCH_FIELDS)}")
+    if ("document" in item) == ("context" in item):
+        raise ValueError(f'line {number}: needs exactly one of "document" (a file path) or "context" (the text)')
+    for name in ("document", "context", "question"):
+        if name in item and not isinstance(item[name], str):
+            raise ValueError(f'line {number}: "{name}" must be a string, got {type(item[name]).__name__}')
+    item["question"] = check_question(item.get("question"), f"line {number}: ")
+    item["answers"] = check_answers(item.get("answers"), f"line {number}: ")
+    return item
+
+
+def check_question(question: Any, where: str = "") -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f'{where}"question" must be a non-empty string')
+    return question
+
+
+def check_answers(answers: Any, where: str = "") -> list[str]:
+    if answers is None:
+        return []
+    if isinstance(answers, str):
+        return [answers]
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise ValueError(f'{where}"answers" must be a list of strings (or one string)')
+    return list(answers)
+
+
+def user_sample(tokenizer: PreTrainedTokenizerBase, text: str, question: str, answers: list[str], index: int = 0,
+                where: str = "") -> Sample:
+    """A document text and its question as a sample (no evidence labels; scored by sub_em when answers are given)."""
+    if not text.strip():
+        raise ValueError(f"{where}empty document: no text to read")
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return Sample("ask", index, ids, check_question(question, where), check_answers(answers, where), [], "sub_em")
+
+
+def batch_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], number: int, index: int) -> Sample:
+    """The sample of parsed batch line `number`, its document read from disk when given as a path."""
+    try:
+        text = item["context"] if "context" in item else read_document(item["document"])
+    except ValueError as e:
+        raise ValueError(f"line {number}: {e}") from None
+    return user_sample(tokenizer, text, item["question"], item["answers"], index, f"line {number}: ")
