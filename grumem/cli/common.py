@@ -65,9 +65,11 @@ def add_task_args(p: argparse.ArgumentParser, tasks: str, num_samples: int) -> N
     p.add_argument("--seed", type=int, default=0, help="which questions (grumem run's are seed 0)")
 
 
-def check_task_args(args) -> None:
+def check_task_args(args, length_flag: str) -> None:
+    """--tasks, --num-samples and the length flag (--length or --lengths)."""
     check_tasks(args.tasks)
     check_positive(args.num_samples, "--num-samples")
+    check_positive(getattr(args, length_flag.lstrip("-")), length_flag)
 
 
 def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -> AgentConfig:

@@ -23,8 +23,7 @@ def configs(args) -> list:
 
 
 def validate(args) -> None:
-    check_task_args(args)
-    check_positive(args.lengths, "--lengths")
+    check_task_args(args, "--lengths")
     configs(args)
     check_engine_args(args)
 

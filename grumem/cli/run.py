@@ -2,7 +2,7 @@
 import json
 
 from grumem.cli.common import (add_agent_args, add_engine_args, add_task_args, agent_config, check_engine_args,
-                               check_positive, check_task_args, make_llm, mode_name, run_suite, trajectory_record)
+                               check_task_args, make_llm, mode_name, run_suite, trajectory_record)
 from grumem.evaluation import format_table
 from grumem.tasks import make_samples
 
@@ -20,8 +20,7 @@ def register(commands) -> None:
 
 
 def validate(args) -> None:
-    check_task_args(args)
-    check_positive(args.length, "--length")
+    check_task_args(args, "--length")
     agent_config(args)
     check_engine_args(args)
 
