@@ -302,13 +302,16 @@ def test_turns_in_flight_go_before_new_documents_on_the_real_engine(tiny_llama_p
     """One sequence at a time: a document's next turn (priority 0) is admitted before the first turns of documents
     still waiting (priority 1), so each document is read to its answer before the next one starts."""
     llm = LLM(tiny_llama_path, num_kvcache_blocks=256, max_num_seqs=1)
-    samples = make_samples("niah_single_1", llm.tokenizer, 256, 3, seed=2)
+    samples = make_samples("niah_single_1", llm.tokenizer, 256, 4, seed=2)
+    config = AgentConfig(chunk_tokens=128, memory_tokens=4, max_think_tokens=4, answer_tokens=4,
+                         exit_gate=False, gate_prior_threshold=None)
+    agent = MemoryAgent(llm, config)
+    agent.run(samples[3:])  # caches the prompts' common start: new documents are then no colder than turns in flight
+    samples = samples[:3]
     finished = []
     real_step = llm.step
     llm.step = lambda: [finished.append(o.prompt_token_ids) or o for o in real_step()]
-    config = AgentConfig(chunk_tokens=128, memory_tokens=4, max_think_tokens=4, answer_tokens=4,
-                         exit_gate=False, gate_prior_threshold=None)
-    trajs = MemoryAgent(llm, config).run(samples)
+    trajs = agent.run(samples)
     owner = {tuple(turn.prompt_ids): t.sample_index for t in trajs for turn in t.turns}
     order = [owner[tuple(ids)] for ids in finished]
     assert order == sorted(order) and len(order) == sum(len(t.turns) for t in trajs) == 9
