@@ -31,15 +31,8 @@ def read_document(path: str) -> str:
 def read_batch(path: str) -> list[tuple[int, dict[str, Any] | ValueError]]:
     """(line number, its fields or the ValueError that says what is wrong with it) per non-blank line. Raises
     ValueError when the file itself cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from e
     items = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(read_document(path).splitlines(), 1):
         if line.strip():
             try:
                 items.append((number, parse_batch_line(line, number)))
