@@ -1,7 +1,7 @@
 """Settings of the memory loop (mode, chunking, budgets, layout, gate prior), with the paper's sizes as a preset."""
 from dataclasses import dataclass
 
-from grumem.agent.turn_format import FormatArgs
+from grumem.agent.turn_format import FORMAT_MODES, FormatArgs
 
 MODES = ("grumem", "memagent")
 
@@ -36,8 +36,8 @@ class AgentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_think_lines is not None and self.max_think_lines < 1:
             raise ValueError(f"max_think_lines must be >= 1 or None, got {self.max_think_lines}")
-        if self.constraint not in (None, "format", "gates"):
-            raise ValueError(f"constraint must be 'format', 'gates' or None, got {self.constraint!r}")
+        if self.constraint not in (None, *FORMAT_MODES):
+            raise ValueError(f"constraint must be one of {FORMAT_MODES} or None, got {self.constraint!r}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
 

@@ -42,8 +42,8 @@ class TurnFormat(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor, states: list[GateState | None]) -> tuple[torch.Tensor, list[int]]:
         masks = [state.next_mask() if state is not None else (ANY, -1) for state in states]
-        rows = torch.tensor([row for row, _ in masks], device=logits.device)
-        logits = logits.masked_fill(self.blocked[rows], float("-inf"))
+        mask_rows = torch.tensor([row for row, _ in masks], device=logits.device)
+        logits = logits.masked_fill(self.blocked[mask_rows], float("-inf"))
         biases = [(i, *bias) for i, state in enumerate(states) if state is not None and (bias := self._bias(state))]
         if biases:
             rows, cols, values = zip(*biases)

@@ -25,7 +25,7 @@ THINK, CHECK, UPDATE, NEXT, FREE, DONE = "think", "check", "update", "next", "fr
 # the memory starts on its own line: small models then write a sentence there rather than a gate-like word
 TAGS = ("<think>", "</think>", "\n<check>", "</check>", "\n<update>\n", "</update>", "\n<next>", "</next>")
 POSITIVE = {CHECK: "yes", NEXT: "end"}  # the options a gate prior favours
-MODES = ("gates", "format")
+FORMAT_MODES = ("gates", "format")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,8 @@ class FormatArgs:
     evidence_offset: float | None = None  # the gate prior's offset (gate_prior.py); None: no prior
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"format mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode not in FORMAT_MODES:
+            raise ValueError(f"format mode must be one of {FORMAT_MODES}, got {self.mode!r}")
         for name in ("max_think_tokens", "max_memory_tokens", "max_think_lines"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
@@ -96,8 +96,7 @@ class GateState:
     def copy(self) -> "GateState":
         """An independent state at the same point (it shares the grammar)."""
         other = copy.copy(self)
-        other.forced, other.gates = deque(self.forced), dict(self.gates)
-        other.caps = dict(self.caps)
+        other.forced, other.gates = deque(self.forced), dict(self.gates)  # the rest is immutable or never changes
         return other
 
     @property

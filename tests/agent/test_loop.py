@@ -241,6 +241,7 @@ def test_one_first_request_per_group_and_own_seed_streams(tokenizer):
                                          gate_prior_threshold=None))
     samples = [three_chunk_sample(tokenizer)] * 2
     groups = agent.rollout(samples, group_size=3, temperature=1.0, seed=9)
+    assert [[t.group_index for t in group] for group in groups] == [[0, 1, 2]] * 2
     first = [p for p in llm.params if p.n == 3]
     assert len(first) == 2 and len(llm.params) == 2 + 2 * 3 * 3  # one forked first turn per group, then per reader
     assert all(p.temperature == 1.0 for p in llm.params) and agent.config.temperature == 0.3  # config untouched

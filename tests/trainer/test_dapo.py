@@ -9,7 +9,7 @@ import torch
 
 from grumem.agent import AgentConfig, MemoryAgent, TurnFormat
 from grumem.agent.turn_format import TAGS, replay_mask_rows
-from grumem.engine import LLM, TokenRole
+from grumem.engine import LLM
 from grumem.tasks import make_samples
 from grumem.trainer import DAPOTrainer, Policy, TrainerConfig
 from grumem.trainer.advantages import Advantages
