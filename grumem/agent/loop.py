@@ -6,6 +6,7 @@ of different lengths never wait for each other. grumem: the memory changes only 
 With the gate prior on (gate_prior.py), a document first scores its question after an empty section.
 """
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
@@ -129,8 +130,8 @@ class _Reader:
         if self.sample.answers:
             self.traj.score = score(self.sample, self.traj.answer)
 
-    def finish(self, error: str | None = None) -> None:
-        self.traj.error = error
+    def finish(self, error: str | None = None, aborted: bool = False) -> None:
+        self.traj.error, self.traj.aborted = error, aborted
         self.traj.seconds = time.perf_counter() - self.started
         if self.pinned:
             self.agent.llm.unpin(self.pinned)
@@ -144,13 +145,15 @@ class MemoryAgent:
         self.prompts = PromptBuilder(llm.tokenizer, self.config.mode, self.config.layout)
         self.turn_format = TurnFormat.of(llm)
 
-    def run(self, samples: list[Sample], progress: bool = False) -> list[Trajectory]:
-        """Reads every document once; returns one trajectory per sample, in order."""
+    def run(self, samples: list[Sample], progress: bool = False,
+            on_finish: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:
+        """Reads every document once; returns one trajectory per sample, in order. `on_finish` gets each trajectory
+        as soon as its document is done (answered, failed, or aborted by an exception)."""
         config = self.config
         groups = [[_Reader(self, s, Trajectory(i), TurnSampling(
             config.temperature, config.top_p, None if config.seed is None else mix_seed(config.seed, i)))]
             for i, s in enumerate(samples)]
-        self._drive(groups, progress)
+        self._drive(groups, progress, on_finish)
         return [group[0].traj for group in groups]
 
     def rollout(self, samples: list[Sample], group_size: int, temperature: float = 1.0, top_p: float = 1.0,
@@ -163,7 +166,8 @@ class MemoryAgent:
         self._drive(groups, progress)
         return [[reader.traj for reader in group] for group in groups]
 
-    def _drive(self, groups: list[list[_Reader]], progress: bool) -> None:
+    def _drive(self, groups: list[list[_Reader]], progress: bool,
+               on_finish: Callable[[Trajectory], None] | None = None) -> None:
         """Runs every group to its end. If anything raises, the requests submitted here are aborted and every
         document is closed (its pinned prefix released) before the exception goes on."""
         pending: dict[str, tuple[list[_Reader], float, bool]] = {}  # readers, submitted at, is a prior baseline
@@ -181,11 +185,13 @@ class MemoryAgent:
             """The first memory turn, prefilled once and forked over the group."""
             submit(group[0].memory_request(n=len(group)), group, NEW_DOCUMENT_PRIORITY)
 
-        def close(readers: list[_Reader], error: str | None = None) -> None:
+        def close(readers: list[_Reader], error: str | None = None, aborted: bool = False) -> None:
             for reader in readers:
                 if not reader.done:
-                    reader.finish(error)
+                    reader.finish(error, aborted)
                     bar.update(1)
+                    if on_finish is not None:
+                        on_finish(reader.traj)
 
         def on_turn(reader: _Reader, output: RequestOutput, completion: CompletionOutput, submitted: float) -> None:
             request = reader.on_output(output, completion, submitted)
@@ -222,7 +228,8 @@ class MemoryAgent:
                 bar.set_postfix(counts, refresh=False)
         except BaseException as e:
             self.llm.abort(list(pending))
-            close([reader for group in groups for reader in group], f"aborted: {type(e).__name__}: {e}")
+            close([reader for group in groups for reader in group], f"aborted: {type(e).__name__} {e}".strip(),
+                  aborted=True)
             raise
         finally:
             bar.close()

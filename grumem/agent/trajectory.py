@@ -38,6 +38,7 @@ class Trajectory:
     stop_chunk: int = -1  # last chunk read
     seconds: float = 0.0
     error: str | None = None
+    aborted: bool = False  # stopped unfinished because the run was interrupted (error says why); not an outcome
 
     @property
     def memory_turns(self) -> list[TurnRecord]:

@@ -30,3 +30,6 @@ def main(argv: list[str] | None = None) -> None:
         args.run(args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         sys.exit(f"grumem {args.command}: {e}")
+    except KeyboardInterrupt:
+        print(f"grumem {args.command}: interrupted; the documents in flight were aborted", file=sys.stderr)
+        sys.exit(130)

@@ -1,11 +1,14 @@
 """grumem ask: answers questions about your own UTF-8 documents, one (--doc, --question) or a JSONL batch; a bad
-batch line gets its own error record and the others are answered."""
+batch line gets its own error record and the others are answered. With --out, each record is written as soon as
+its document finishes, and --resume continues a run that was killed or interrupted (Ctrl-C aborts the documents in
+flight and records them as aborted; a resumed run reads them again)."""
 import json
 
 from grumem.agent import MemoryAgent
 from grumem.cli.common import add_agent_args, add_engine_args, agent_config, check_engine_args, make_llm, trajectory_record
-from grumem.tasks.user_documents import (batch_sample, check_answers, check_question, read_batch, read_document,
-                                         user_sample)
+from grumem.cli.results_file import ResultsFile
+from grumem.tasks.user_documents import (BatchLine, batch_sample, check_answers, check_question, read_batch,
+                                         read_document, user_sample)
 
 
 def register(commands) -> None:
@@ -15,6 +18,8 @@ def register(commands) -> None:
     source.add_argument("--batch", help='JSONL: {"document": path | "context": text, "question": ..., "answers": [...]}')
     p.add_argument("--question", help="with --doc")
     p.add_argument("--answers", nargs="*", help="with --doc: gold answers, to score the answer")
+    p.add_argument("--out", metavar="RESULTS.jsonl", help="with --batch: a record per line, written as it finishes")
+    p.add_argument("--resume", action="store_true", help="with --out: skip the lines it already holds an outcome for")
     add_engine_args(p)
     add_agent_args(p)
     p.set_defaults(validate=validate, run=run)
@@ -25,34 +30,62 @@ def validate(args) -> None:
     if args.doc is not None:
         if args.question is None:
             raise ValueError("--doc needs --question")
-        args.inputs = [(None, {"context": read_document(args.doc), "question": check_question(args.question),
-                               "answers": check_answers(args.answers)})]
+        if args.out is not None:
+            raise ValueError("--out goes with --batch")
+        item = {"context": read_document(args.doc), "question": check_question(args.question),
+                "answers": check_answers(args.answers)}
+        args.inputs = [BatchLine(0, "", item)]
     else:
         if args.question is not None or args.answers is not None:
             raise ValueError("--question and --answers go with --doc; a batch line carries its own")
         args.inputs = read_batch(args.batch)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out")
+    args.results = ResultsFile(args.out, args.resume) if args.out else None
     agent_config(args)
     check_engine_args(args)
 
 
 def run(args) -> None:
     llm = make_llm(args)
-    samples, records = [], {}
-    for i, (number, item) in enumerate(args.inputs):
-        try:
-            if isinstance(item, ValueError):
-                raise item
-            sample = (user_sample(llm.tokenizer, item["context"], item["question"], item["answers"], i)
-                      if number is None else batch_sample(llm.tokenizer, item, number, i))
-            samples.append(sample)
-        except ValueError as e:
-            question = None if isinstance(item, ValueError) else item["question"]
-            records[i] = {"question": question, "answer": None, "error": str(e)}
-    for sample, t in zip(samples, MemoryAgent(llm, agent_config(args)).run(samples, progress=not args.json)):
-        records[sample.index] = trajectory_record(sample, t)
-    for i, (number, _) in enumerate(args.inputs):
-        record = records[i] if number is None else {"line": number, **records[i]}
-        print(json.dumps(record) if args.json else describe(record))
+    results = args.results
+    todo = [line for line in args.inputs if results is None or (line.number, line.digest) not in results.done]
+    records: dict[int, dict] = {}
+
+    def emit(line: BatchLine, record: dict, status: str) -> None:
+        if args.batch is not None:
+            record = {"line": line.number, "hash": line.digest, "status": status, **record}
+        records[line.number] = record
+        if results is not None:
+            results.write(record)
+
+    if results is not None:
+        results.open()
+    try:
+        samples, lines = [], []
+        for line in todo:
+            try:
+                if isinstance(line.item, ValueError):
+                    raise line.item
+                item = line.item
+                samples.append(batch_sample(llm.tokenizer, item, line.number, len(samples)) if args.batch
+                               else user_sample(llm.tokenizer, item["context"], item["question"], item["answers"]))
+                lines.append(line)
+            except ValueError as e:
+                question = None if isinstance(line.item, ValueError) else line.item["question"]
+                emit(line, {"question": question, "answer": None, "error": str(e)}, "error")
+        agent = MemoryAgent(llm, agent_config(args))
+        agent.run(samples, progress=not args.json, on_finish=lambda t: emit(
+            lines[t.sample_index], trajectory_record(samples[t.sample_index], t), status(t)))
+    finally:
+        if results is not None:
+            results.close()
+    for line in todo:
+        print(json.dumps(records[line.number]) if args.json else describe(records[line.number]))
+
+
+def status(t) -> str:
+    return "aborted" if t.aborted else "error" if t.error is not None else "answered"
 
 
 def describe(record: dict) -> str:

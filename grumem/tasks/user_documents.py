@@ -7,7 +7,9 @@ One coercion, documented: "answers" given as one string is one gold answer (neve
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grumem.tasks.common import Sample
@@ -28,17 +30,24 @@ def read_document(path: str) -> str:
         raise ValueError(f"{path}: cannot read ({e.strerror})") from e
 
 
-def read_batch(path: str) -> list[tuple[int, dict[str, Any] | ValueError]]:
-    """(line number, its fields or the ValueError that says what is wrong with it) per non-blank line. Raises
-    ValueError when the file itself cannot be read."""
-    items = []
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    number: int  # from 1
+    digest: str  # of the line's text: with the number, what a resumed run recognises a finished line by
+    item: dict[str, Any] | ValueError  # its checked fields, or what is wrong with it
+
+
+def read_batch(path: str) -> list[BatchLine]:
+    """One entry per non-blank line; raises ValueError when the file itself cannot be read."""
+    lines = []
     for number, line in enumerate(read_document(path).splitlines(), 1):
         if line.strip():
             try:
-                items.append((number, parse_batch_line(line, number)))
+                item = parse_batch_line(line, number)
             except ValueError as e:
-                items.append((number, e))
-    return items
+                item = e
+            lines.append(BatchLine(number, hashlib.sha256(line.encode()).hexdigest()[:16], item))
+    return lines
 
 
 def parse_batch_line(line: str, number: int) -> dict[str, Any]:
