@@ -50,6 +50,8 @@ def pytest_addoption(parser):
     group.addoption("--length", type=int, default=8192, help="bench_agent: context tokens per question")
     group.addoption("--task", default="niah_single_1", help="bench_agent: task name")
     group.addoption("--group-size", type=int, default=8, help="bench_trainer: rollouts per question")
+    group.addoption("--hostile-lines", type=int, default=1000, help="bench_hostile: lines in the batch")
+    group.addoption("--huge-words", type=int, default=20_000, help="bench_hostile: words of each huge document")
 
 
 _AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}
