@@ -24,7 +24,7 @@ class AgentConfig:
     gate_prior_threshold: float | None = 10.0
     temperature: float = 0.0
     top_p: float = 1.0
-    seed: int | None = None  # each document draws from its own stream mixed from this seed; None: the engine's
+    seed: int | None = None  # document i of a run draws from its own stream, mixed from (seed, i); None: the engine's
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -30,6 +30,8 @@ def add_engine_args(p: argparse.ArgumentParser, dtype: str = CLI_DTYPE) -> None:
                    help="auto: bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else float32")
     g.add_argument("--kv-cache-gb", type=float, default=default(Config, "kv_cache_memory_gb"),
                    help="KV-cache size on the CPU")
+    g.add_argument("--max-num-seqs", type=int, default=default(Config, "max_num_seqs"),
+                   help="sequences decoded together (documents in flight, at most)")
     g.add_argument("--kv-cache-dtype", choices=["float32", "bfloat16", "float16"],
                    help="default: the model's dtype; bfloat16 halves the cache")
 
@@ -89,7 +91,7 @@ def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -
 
 def engine_options(args) -> dict:
     return dict(device=args.device, dtype=args.dtype, kv_cache_memory_gb=args.kv_cache_gb,
-                kv_cache_dtype=args.kv_cache_dtype)
+                kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs)
 
 
 def check_engine_args(args) -> None:
