@@ -101,3 +101,20 @@ def test_results_are_never_overwritten_by_accident(batch, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ask", "--batch", str(batch), "--out", str(out), "--resume"])
     assert "is not a grumem ask record" in capsys.readouterr().err
+
+
+def test_resume_keeps_only_the_records_of_lines_whose_text_is_unchanged(tmp_path):
+    from grumem.cli.results_file import ResultsFile
+
+    out = tmp_path / "results.jsonl"
+    kept = {"line": 1, "hash": "aaaa", "status": "answered"}
+    out.write_text("\n".join(json.dumps(r) for r in [
+        kept, {"line": 2, "hash": "bbbb", "status": "aborted"}, {"line": 3, "hash": "old", "status": "error"},
+    ]) + '\n{"line": 4, "hash": "cut sho')  # the last record was cut short by a kill
+    results = ResultsFile(str(out), resume=True)
+    results.open({(1, "aaaa"), (2, "bbbb"), (3, "new"), (4, "dddd")})  # line 3's text changed since
+    assert results.done == {(1, "aaaa")}
+    results.write({"line": 2, "hash": "bbbb", "status": "answered"})
+    results.close()
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        kept, {"line": 2, "hash": "bbbb", "status": "answered"}]

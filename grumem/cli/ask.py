@@ -49,6 +49,8 @@ def validate(args) -> None:
 def run(args) -> None:
     llm = make_llm(args)
     results = args.results
+    if results is not None:
+        results.open({(line.number, line.digest) for line in args.inputs})
     todo = [line for line in args.inputs if results is None or (line.number, line.digest) not in results.done]
     records: dict[int, dict] = {}
 
@@ -59,8 +61,6 @@ def run(args) -> None:
         if results is not None:
             results.write(record)
 
-    if results is not None:
-        results.open()
     try:
         samples, lines = [], []
         for line in todo:

@@ -34,8 +34,11 @@ class ResultsFile:
                 records.append(record)
         return records
 
-    def open(self) -> None:
-        """Rewrites the kept records (atomically), then appends new ones."""
+    def open(self, keys: set[tuple[int, str]]) -> None:
+        """Rewrites the kept records of these (line, hash) keys, atomically (a record of a line whose text changed
+        since is dropped and the line read again), then appends new ones."""
+        self.kept = [r for r in self.kept if (r["line"], r["hash"]) in keys]
+        self.done = {(r["line"], r["hash"]) for r in self.kept}
         staging = f"{self.path}.tmp"
         with open(staging, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in self.kept)
