@@ -8,7 +8,7 @@ from grumem.tasks import make_samples
 
 llm = LLM()
 sample = make_samples("niah_single_2", llm.tokenizer, num_tokens=3000, num_samples=1, seed=0)[0]
-config = AgentConfig(mode="grumem", exit_gate=True, chunk_tokens=1024, memory_tokens=64, max_think_tokens=24)
+config = AgentConfig(mode="grumem", exit_gate=True, chunk_tokens=1024, memory_tokens=64, max_think_tokens=48)
 trajectory = MemoryAgent(llm, config).run([sample])[0]
 
 print(f"question: {sample.question}\ngold: {sample.answers}  evidence in chunk(s) {trajectory.evidence_chunks}\n")
