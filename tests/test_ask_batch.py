@@ -11,7 +11,7 @@ import pytest
 
 NUM_LINES = 40
 FLAGS = ["--chunk-tokens", "48", "--memory-tokens", "6", "--think-tokens", "3", "--answer-tokens", "3",
-         "--no-gate-prior", "--dtype", "float32", "--kv-cache-gb", "0.05", "--json",
+         "--gates", "own", "--dtype", "float32", "--kv-cache-gb", "0.05", "--json",
          "--max-num-seqs", "1"]  # one document at a time: records trickle in, so a kill always lands mid-run
 
 

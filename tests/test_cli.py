@@ -70,7 +70,12 @@ def no_model(monkeypatch):
     (["ask", "--batch", "README.md", "--question", "q?"], "go with --doc"),
     (["train", "--task", "nope"], "unknown task 'nope'"),
     (["train", "--group-size", "0"], "group_size must be >= 1"),
-    (["train", "--steps", "-1"], "--steps and --eval-every must be >= 0"),
+    (["train", "--steps", "-1"], "--steps, .* must be >= 0"),
+    (["train", "--plot", "curve.png"], "--plot draws the held-out evaluations"),
+    (["train", "--lora-rank", "0", "--adapter", "tests"], "needs --lora-rank > 0"),
+    (["run", "--gates", "learned", "--model", "qwen2.5-3b"], "learned gates ship for smollm2-135m only"),
+    (["run", "--adapter", "no/such/adapter"], "--adapter 'no/such/adapter' is not a folder"),
+    (["eval", "--compare-gates", "own,nope"], "'nope' is neither one of prior, own, learned nor a folder"),
 ])
 def test_bad_arguments_stop_before_the_model_loads(argv, message, no_model, capsys):
     with pytest.raises(SystemExit) as stopped:
@@ -83,10 +88,12 @@ def test_bad_arguments_stop_before_the_model_loads(argv, message, no_model, caps
 
 def test_flag_defaults_come_from_the_configs():
     import argparse
+    from dataclasses import replace
 
     from grumem.agent import AgentConfig
     from grumem.cli import SUBCOMMANDS
     from grumem.trainer import TrainerConfig
+    from grumem.trainer.warm_start import WarmStartConfig
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command")
@@ -100,6 +107,11 @@ def test_flag_defaults_come_from_the_configs():
     train, trainer = parser.parse_args(["train"]), TrainerConfig()
     for name in ("lr", "alpha", "outcome", "kl_coef", "temperature", "mini_batches", "tis_cap", "autocast", "seed"):
         assert getattr(train, name) == getattr(trainer, name), name
+    warm = WarmStartConfig()
+    from grumem.cli.train import trainer_config, warm_start_config
+
+    assert warm_start_config(train) == replace(warm, seed=train.seed)
+    assert trainer_config(train).prompt_grad == trainer.prompt_grad
 
 
 def test_eval_compares_the_three_modes(capsys, smollm2_path):
@@ -117,7 +129,8 @@ def test_train_prints_a_line_per_step_and_saves_a_loadable_checkpoint(tmp_path, 
     from grumem.engine import LLM
 
     saved = tmp_path / "trained"
-    main(["train", "--model", tiny_llama_path, "--length", "512", "--chunk-tokens", "128", "--memory-tokens", "8",
+    main(["train", "--model", tiny_llama_path, "--task", "niah_single_1", "--lora-rank", "0", "--length", "512",
+          "--chunk-tokens", "128", "--memory-tokens", "8",
           "--think-tokens", "4", "--answer-tokens", "4", "--group-size", "3", "--groups-per-step", "2",
           "--steps", "2", "--mini-batches", "2", "--autocast", "bfloat16", "--tis-cap", "2", "--lr", "1e-3", "--kv-cache-gb", "0.05",
           "--eval-every", "2", "--eval-samples", "1", "--json", "--save", str(saved)])
@@ -131,3 +144,23 @@ def test_train_prints_a_line_per_step_and_saves_a_loadable_checkpoint(tmp_path, 
     after = load_file(f"{saved}/model.safetensors")
     assert any(not torch.equal(after[name], before[name]) for name in before)
     assert LLM(str(saved), num_kvcache_blocks=64).generate([[1, 2, 3]])[0].outputs[0].token_ids
+
+
+def test_train_warm_starts_a_lora_adapter_logs_plots_and_saves_it(tmp_path, capsys, tiny_llama_path):
+    saved, log, plot = tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "curve.png"
+    tiny = ["--model", tiny_llama_path, "--length", "768", "--chunk-tokens", "256", "--memory-tokens", "64",
+            "--think-tokens", "24", "--answer-tokens", "8", "--kv-cache-gb", "0.05"]
+    main(["train", *tiny, "--warm-start-steps", "2", "--documents-per-step", "1", "--steps", "1", "--group-size", "2",
+          "--groups-per-step", "1", "--lora-rank", "4", "--eval-every", "2", "--eval-samples", "1",
+          "--eval-tasks", "niah_single_1", "--log", str(log), "--plot", str(plot), "--save", str(saved), "--json"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert printed == logged
+    assert [(r["stage"], r.get("eval_after_step", "step")) for r in logged] == [
+        ("warm_start", 0), ("warm_start", "step"), ("warm_start", "step"), ("warm_start", 2), ("rl", "step"),
+        ("rl", 1)]
+    assert all(len(r["update_balanced_acc"]) == 2 for r in logged if "eval_after_step" in r)  # value, interval
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    main(["run", *tiny, "--tasks", "niah_single_1", "--num-samples", "1", "--gates", "own", "--adapter", str(saved)])
+    assert "niah_single_1" in capsys.readouterr().out

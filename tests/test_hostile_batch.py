@@ -25,7 +25,7 @@ def test_every_line_of_a_hostile_batch_gets_one_record(tiny_llama_path, tmp_path
     out = tmp_path / "results.jsonl"
     main(["ask", "--model", tiny_llama_path, "--batch", batch, "--out", str(out), "--json", "--constraint",
           constraint, "--chunk-tokens", "128", "--memory-tokens", "6", "--think-tokens", "3", "--answer-tokens", "3",
-          "--no-gate-prior", "--dtype", "float32", "--kv-cache-gb", "0.05"])
+          "--gates", "own", "--dtype", "float32", "--kv-cache-gb", "0.05"])
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["line"] for r in records) == list(range(1, 2 * len(KINDS) + 1))
     for record in records:

@@ -49,6 +49,7 @@ class _Reader:
         self.evidence_offset: float | None = None  # the gate prior's, once the baseline is scored
         traj.num_chunks = len(self.chunks)
         traj.evidence_chunks = sample.evidence_chunks(config.chunk_tokens) if sample.evidence_spans else []
+        traj.distractor_chunks = sample.distractor_chunks(config.chunk_tokens)
         self.started = time.perf_counter()
 
     def problem(self) -> str | None:
@@ -122,6 +123,7 @@ class _Reader:
                 self.memory_ids = turn.memory_ids
         if self.sample.evidence_spans:
             record.has_evidence = record.chunk_index in self.traj.evidence_chunks
+        record.has_distractor = record.chunk_index in self.traj.distractor_chunks
         record.memory_tokens = len(self.memory_ids)
 
     def _record_answer(self, completion: CompletionOutput) -> None:

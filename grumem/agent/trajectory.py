@@ -17,6 +17,7 @@ class TurnRecord:
     next: str | None = None  # exit gate as written ("continue"/"end")
     well_formed: bool = True
     has_evidence: bool | None = None  # whether the chunk holds evidence, when the sample is labelled
+    has_distractor: bool = False  # whether it holds a distractor (and no evidence)
     gate_prior: float | None = None  # the evidence log-likelihood ratio minus its threshold, added to the gate logits
     memory_tokens: int = 0  # memory length after this turn
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
@@ -32,6 +33,7 @@ class Trajectory:
     turns: list[TurnRecord] = field(default_factory=list)
     num_chunks: int = 0
     evidence_chunks: list[int] = field(default_factory=list)
+    distractor_chunks: list[int] = field(default_factory=list)
     answer: str = ""
     boxed: bool = False  # the answer came inside \boxed{}
     score: float | None = None  # task metric against the gold answers, None when there are none

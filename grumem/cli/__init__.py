@@ -3,7 +3,9 @@
   grumem run                                  NIAH on the embedded SmolLM2, gated loop with exit gate
   grumem ask --doc FILE --question "..."      one document; --batch FILE.jsonl for many at once
   grumem eval --lengths 4096,8192             memagent vs grumem without and with the exit gate, with speed-ups
-  grumem train --steps 20 --save DIR          Multi-Conv DAPO: the loop learns its gates (RL, GRU-Mem's rewards)
+  grumem train --warm-start-steps 100 --steps 10 --save DIR
+                                              the loop learns its gates: a supervised warm start on labelled
+                                              turns, then Multi-Conv DAPO (RL, GRU-Mem's rewards)
 
 Every argument is checked before the model loads: a bad one stops with a one-line message and exit code 2.
 """
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.validate(args)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         print(f"grumem {args.command}: {e}", file=sys.stderr)
         sys.exit(2)
     try:

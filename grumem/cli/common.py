@@ -10,6 +10,7 @@ from grumem.engine import LLM
 from grumem.engine.config import Config
 from grumem.engine.models.registry import MODEL_NAMES
 from grumem.evaluation import summarize
+from grumem.gates import GATES, shipped_adapter
 from grumem.tasks import TASKS, Sample
 
 # the CLI serves people, so it picks bf16 where this CPU runs it natively; LLM() stays float32 (exact against HF)
@@ -34,6 +35,7 @@ def add_engine_args(p: argparse.ArgumentParser, dtype: str = CLI_DTYPE) -> None:
                    help="sequences decoded together (documents in flight, at most)")
     g.add_argument("--kv-cache-dtype", choices=["float32", "bfloat16", "float16"],
                    help="default: the model's dtype; bfloat16 halves the cache")
+    g.add_argument("--adapter", metavar="DIR", help="a LoRA adapter (grumem train --save), merged into the weights")
 
 
 def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True, with_gate_prior: bool = True) -> None:
@@ -42,17 +44,18 @@ def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True, with_gate
         g.add_argument("--mode", default=default(AgentConfig, "mode"), choices=["grumem", "memagent"])
         g.add_argument("--no-exit-gate", action="store_true", help="grumem: read every chunk (w/o EG)")
     g.add_argument("--layout", choices=["paper", "chunk_first"],
-                   help="default: chunk_first for grumem (the gate prior needs it), paper for memagent")
+                   help="default: chunk_first with the gate prior (it needs it), else paper")
     g.add_argument("--chunk-tokens", type=int, default=default(AgentConfig, "chunk_tokens"))
     g.add_argument("--memory-tokens", type=int, default=default(AgentConfig, "memory_tokens"))
     g.add_argument("--think-tokens", type=int, default=default(AgentConfig, "max_think_tokens"))
     g.add_argument("--think-lines", type=int, default=default(AgentConfig, "max_think_lines") or 0,
                    help="end <think> after this many lines; 0: no line cap")
     if with_gate_prior:
+        g.add_argument("--gates", choices=GATES, default="prior",
+                       help="prior: the gate prior on the untrained model; own: the model's own gates; learned: "
+                            "the gates trained here, shipped as an adapter (grumem/gates explains them)")
         g.add_argument("--gate-prior", type=float, default=default(AgentConfig, "gate_prior_threshold"),
-                       metavar="NATS", help="threshold of the gate prior, for models with untrained gates "
-                       "(grumem/agent/gate_prior.py explains it)")
-        g.add_argument("--no-gate-prior", action="store_true", help="the model's own gates only (as in the paper)")
+                       metavar="NATS", help="threshold of the gate prior (grumem/agent/gate_prior.py explains it)")
     g.add_argument("--answer-tokens", type=int, default=default(AgentConfig, "answer_tokens"))
     g.add_argument("--constraint", default=default(AgentConfig, "constraint") or "none",
                    choices=["format", "gates", "none"])
@@ -79,19 +82,21 @@ def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -
         mode=mode or args.mode, exit_gate=(not args.no_exit_gate) if exit_gate is None else exit_gate,
         constraint=None if args.constraint == "none" else args.constraint,
     )
-    if args.layout:
-        settings["layout"] = args.layout
+    prior = getattr(args, "gates", "own") == "prior"
+    settings["layout"] = args.layout or (None if prior else "paper")
     if args.paper:
         return paper_preset(**settings)
     return AgentConfig(**settings, chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens,
                        max_think_tokens=args.think_tokens, max_think_lines=args.think_lines or None,
-                       answer_tokens=args.answer_tokens,
-                       gate_prior_threshold=None if getattr(args, "no_gate_prior", True) else args.gate_prior)
+                       answer_tokens=args.answer_tokens, gate_prior_threshold=args.gate_prior if prior else None)
 
 
 def engine_options(args) -> dict:
+    adapter = args.adapter
+    if adapter is None and getattr(args, "gates", None) == "learned":
+        adapter = shipped_adapter(args.model)
     return dict(device=args.device, dtype=args.dtype, kv_cache_memory_gb=args.kv_cache_gb,
-                kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs)
+                kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs, adapter=adapter)
 
 
 def check_engine_args(args) -> None:
@@ -99,6 +104,8 @@ def check_engine_args(args) -> None:
         raise ValueError(f"--model {args.model!r} is neither a known model ({', '.join(MODEL_NAMES)}) nor a folder")
     if args.kv_cache_gb <= 0:
         raise ValueError(f"--kv-cache-gb must be > 0, got {args.kv_cache_gb}")
+    if args.adapter is not None and not os.path.isdir(args.adapter):
+        raise ValueError(f"--adapter {args.adapter!r} is not a folder")
     Config.from_kwargs(args.model, **engine_options(args))  # device and dtype checks, no model loaded
 
 

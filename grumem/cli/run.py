@@ -7,7 +7,8 @@ from grumem.evaluation import format_table
 from grumem.tasks import make_samples
 
 COLUMNS = ["task", "length", "mode", "questions", "accuracy", "seconds_per_question", "turns", "chunks_read",
-           "memory_tokens", "format_ok", "update_precision", "update_recall", "exit_exact", "tokens_per_s"]
+           "memory_tokens", "prompt_per_turn", "cached_per_turn", "format_ok", "update_precision", "update_recall",
+           "exit_exact", "tokens_per_s"]
 
 
 def register(commands) -> None:

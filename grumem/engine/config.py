@@ -9,6 +9,7 @@ from grumem.engine.models.registry import DEFAULT_MODEL
 @dataclass(slots=True)
 class Config:
     model: str = DEFAULT_MODEL  # a registry name or a Hugging Face checkpoint folder
+    adapter: str | None = None  # a LoRA adapter folder (peft's), merged into the weights at load
     dtype: str = "float32"  # "auto": bfloat16 on CUDA and on CPUs with native bf16 dot products, else float32
     kv_cache_dtype: str | None = None  # None: the model's dtype; "bfloat16" halves the cache (and decode's reads)
     device: str = "auto"  # "auto" = cuda when available, else cpu

@@ -8,6 +8,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
+from grumem.engine.adapters import merge_adapter, read_adapter
 from grumem.engine.layers.linear import default_weight_loader
 from grumem.engine.models.llama import LlamaForCausalLM
 from grumem.engine.models.qwen2 import Qwen2ForCausalLM
@@ -82,9 +83,13 @@ def _checkpoint_tensors(path: str):
             raise ValueError(f"corrupt checkpoint file {file!r}: {e}") from e
 
 
-def load_weights(model: LlamaForCausalLM, path: str) -> None:
-    """Copies every checkpoint tensor into its (possibly packed) parameter; fails if any parameter is left unset."""
-    loaded = load_named_tensors(model, _checkpoint_tensors(path))
+def load_weights(model: LlamaForCausalLM, path: str, adapter: str | None = None) -> None:
+    """Copies every checkpoint tensor into its (possibly packed) parameter, a LoRA adapter merged in; fails if any
+    parameter is left unset."""
+    tensors = _checkpoint_tensors(path)
+    if adapter is not None:
+        tensors = merge_adapter(tensors, read_adapter(adapter))
+    loaded = load_named_tensors(model, tensors)
     _check_complete(model, dict(model.named_parameters()), loaded)
 
 

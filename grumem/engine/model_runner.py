@@ -20,7 +20,7 @@ class ModelRunner:
     def __init__(self, config: Config):
         self.config = config
         self.device = torch.device(config.device)
-        self.model = load_model(config.model, config.dtype, config.device, config.seed)
+        self.model = load_model(config.model, config.dtype, config.device, config.seed, config.adapter)
         prepack_linears(self.model)
         self.block_size = config.kvcache_block_size
         model_dtype = self.model.lm_head.weight.dtype

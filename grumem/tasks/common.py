@@ -4,7 +4,7 @@ with the token spans that hold its evidence, so rewards and gate metrics know wh
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from grumem.tasks.chunking import span_chunks
@@ -22,6 +22,7 @@ class Sample:
     answers: list[str]
     evidence_spans: list[tuple[int, int]]  # half-open [start, end) offsets into context_ids, one per evidence piece
     metric: str  # "sub_em" or "recall"
+    distractor_spans: list[tuple[int, int]] = field(default_factory=list)  # passages made to look like evidence
 
     @property
     def num_tokens(self) -> int:
@@ -29,7 +30,16 @@ class Sample:
 
     def evidence_chunks(self, chunk_tokens: int) -> list[int]:
         """The chunks holding evidence, in reading order; the last is where an exit is exact."""
-        return sorted({k for start, end in self.evidence_spans for k in span_chunks(start, end, chunk_tokens)})
+        return _chunks_of(self.evidence_spans, chunk_tokens)
+
+    def distractor_chunks(self, chunk_tokens: int) -> list[int]:
+        """The chunks holding a distractor and no evidence: where a yes is a false yes the prior is prone to."""
+        evidence = set(self.evidence_chunks(chunk_tokens))
+        return [k for k in _chunks_of(self.distractor_spans, chunk_tokens) if k not in evidence]
+
+
+def _chunks_of(spans: list[tuple[int, int]], chunk_tokens: int) -> list[int]:
+    return sorted({k for start, end in spans for k in span_chunks(start, end, chunk_tokens)})
 
 
 EXIT_TIMINGS = ("early", "exact", "late")

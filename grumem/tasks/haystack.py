@@ -50,13 +50,15 @@ def repeat_haystack(tokenizer: PreTrainedTokenizerBase) -> Haystack:
     return _REPEATS[tokenizer]
 
 
-def fill(haystack: Haystack, num_tokens: int) -> list[list[int]]:
-    """The head, then pieces 1, 2, ... (cycled), the last one cut so that the pieces hold exactly num_tokens ids."""
+def fill(haystack: Haystack, num_tokens: int, start: int = 0) -> list[list[int]]:
+    """The head (or piece `start`), then the pieces after it (cycled), the last one cut so that the pieces hold
+    exactly num_tokens ids."""
     assert num_tokens > 0 and haystack.piece_ids
-    pieces, total = [haystack.head_ids], len(haystack.head_ids)
     cycle = len(haystack.piece_ids)
+    pieces = [haystack.head_ids if start == 0 else haystack.piece_ids[start % cycle]]
+    total = len(pieces[0])
     while total < num_tokens:
-        pieces.append(haystack.piece_ids[len(pieces) % cycle])
+        pieces.append(haystack.piece_ids[(start + len(pieces)) % cycle])
         total += len(pieces[-1])
     pieces[-1] = pieces[-1][: len(pieces[-1]) - (total - num_tokens)]
     return pieces

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from grumem.tasks.common import Sample, encode_batch, too_short
 from grumem.tasks.data import read_words
 from grumem.tasks.haystack import Haystack, essay_haystack, fill, insert_needles, repeat_haystack
+from grumem.tasks.splits import essay_start, split_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -51,11 +52,12 @@ def random_value(kind: str, rng: random.Random) -> str:
     return f"{rng.choice(read_words('adjectivelist.txt'))}-{rng.choice(read_words('nounlist.txt'))}"
 
 
-def _distinct(kind: str, count: int, rng: random.Random, taken: set[str]) -> list[str]:
+def distinct(kind: str, count: int, rng: random.Random, taken: set[str], split: str = "eval") -> list[str]:
+    """`count` new values of `kind` from `split`'s pool, none in `taken` (which gains them)."""
     out: list[str] = []
     while len(out) < count:
         value = random_value(kind, rng)
-        if value not in taken:
+        if value not in taken and split_of(value) == split:
             taken.add(value)
             out.append(value)
     return out
@@ -69,7 +71,8 @@ def question(spec: NiahSpec, keys: list[str]) -> str:
 
 
 def _needle_haystack(
-    spec: NiahSpec, tokenizer: PreTrainedTokenizerBase, num_tokens: int, rng: random.Random, taken: set[str]
+    spec: NiahSpec, tokenizer: PreTrainedTokenizerBase, num_tokens: int, rng: random.Random, taken: set[str],
+    split: str,
 ) -> Haystack:
     """RULER's "needle" haystack: distractor needles with fresh keys and values, encoded per sample."""
     texts: list[str] = []
@@ -77,25 +80,27 @@ def _needle_haystack(
     total = 0
     while not piece_ids or total - len(piece_ids[0]) < num_tokens:  # enough without cycling back to piece 0
         count = 64 if not piece_ids else int((num_tokens - total) * len(piece_ids) / total * 1.05) + 64
-        keys = _distinct(spec.key_type, count, rng, taken)
-        values = _distinct(spec.value_type, count, rng, taken)
+        keys = distinct(spec.key_type, count, rng, taken, split)
+        values = distinct(spec.value_type, count, rng, taken, split)
         texts += [NEEDLE.format(type=spec.value_type, key=k, value=v) for k, v in zip(keys, values)]
         piece_ids += encode_batch(tokenizer, ["\n" + text for text in texts[-count:]])
         total += sum(map(len, piece_ids[-count:]))
     return Haystack(encode_batch(tokenizer, texts[:1])[0], piece_ids)
 
 
-def _haystack(
-    spec: NiahSpec, tokenizer: PreTrainedTokenizerBase, num_tokens: int, rng: random.Random, taken: set[str]
+def haystack_pieces(
+    spec: NiahSpec, tokenizer: PreTrainedTokenizerBase, num_tokens: int, rng: random.Random, taken: set[str],
+    split: str = "eval",
 ) -> list[list[int]]:
     if spec.haystack == "essay":
-        return fill(essay_haystack(tokenizer), num_tokens)
+        essays = essay_haystack(tokenizer)
+        return fill(essays, num_tokens, essay_start(split, len(essays.piece_ids), rng))
     if spec.haystack == "repeat":
         return fill(repeat_haystack(tokenizer), num_tokens)
-    return fill(_needle_haystack(spec, tokenizer, num_tokens, rng, taken), num_tokens)
+    return fill(_needle_haystack(spec, tokenizer, num_tokens, rng, taken, split), num_tokens)
 
 
-def _boundaries(spec: NiahSpec, rng: random.Random, num_pieces: int, num_needles: int) -> list[int]:
+def needle_boundaries(spec: NiahSpec, rng: random.Random, num_pieces: int, num_needles: int) -> list[int]:
     """Where needles go, as piece counts in [1, num_pieces]: RULER's depths for essays, uniform otherwise."""
     if spec.haystack == "essay":
         depths = rng.sample(DEPTHS, num_needles)
@@ -104,12 +109,13 @@ def _boundaries(spec: NiahSpec, rng: random.Random, num_pieces: int, num_needles
 
 
 def make_sample(
-    task: str, tokenizer: PreTrainedTokenizerBase, num_tokens: int, index: int, rng: random.Random
+    task: str, tokenizer: PreTrainedTokenizerBase, num_tokens: int, index: int, rng: random.Random,
+    split: str = "eval",
 ) -> Sample:
     spec = NIAH_TASKS[task]
     taken: set[str] = set()
-    keys = _distinct(spec.key_type, spec.num_keys, rng, taken)
-    values = [_distinct(spec.value_type, spec.num_values, rng, taken) for _ in keys]
+    keys = distinct(spec.key_type, spec.num_keys, rng, taken, split)
+    values = [distinct(spec.value_type, spec.num_values, rng, taken, split) for _ in keys]
     needles = [(k, value) for k in range(len(keys)) for value in values[k]]
     rng.shuffle(needles)
     queried = rng.sample(range(spec.num_keys), spec.num_queries)
@@ -121,9 +127,9 @@ def make_sample(
     if num_tokens <= num_needle_tokens:
         raise too_short(task, num_tokens, num_needle_tokens + 1,
                         f"its {len(needles)} needle(s) take {num_needle_tokens} tokens, plus 1 of haystack")
-    pieces = _haystack(spec, tokenizer, num_tokens - num_needle_tokens, rng, taken)
+    pieces = haystack_pieces(spec, tokenizer, num_tokens - num_needle_tokens, rng, taken, split)
 
-    context_ids, spans = insert_needles(pieces, needle_ids, _boundaries(spec, rng, len(pieces), len(needles)))
+    context_ids, spans = insert_needles(pieces, needle_ids, needle_boundaries(spec, rng, len(pieces), len(needles)))
     evidence = sorted(span for span, (k, _) in zip(spans, needles) if k in queried)
     answers = [value for k in queried for value in values[k]]
     return Sample(task, index, context_ids, question(spec, [keys[k] for k in queried]), answers, evidence, "recall")

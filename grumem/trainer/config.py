@@ -18,6 +18,7 @@ class TrainerConfig:
     micro_batch_tokens: int = 4096  # positions per forward/backward pass (activation memory); the update does not
     # depend on it
     share_prefixes: bool = True  # compute a prompt prefix common to several rows once per pass (exact)
+    prompt_grad: bool = True  # False: no gradient through the prompts (policy.py; cheaper, truncated)
     lr: float = 1e-6
     warmup_steps: int = 0  # linear warm-up, in optimizer updates
     weight_decay: float = 0.01

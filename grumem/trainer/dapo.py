@@ -41,13 +41,13 @@ class DAPOTrainer:
         if self.agent_config.uses_gate_prior:
             raise ValueError("train without the gate prior (gate_prior_threshold=None): RL is what teaches the gates")
         self.llm, self.agent = llm, MemoryAgent(llm, self.agent_config)
-        self.policy = policy or Policy(_checkpoint(llm), str(llm.device), AUTOCAST[self.config.autocast])
+        self.policy = policy or Policy(checkpoint_of(llm), str(llm.device), AUTOCAST[self.config.autocast])
         self.mask_table = self.agent.turn_format.mask_table
         self.reference = None
         if self.config.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy)
             self.reference.model.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=self.config.lr,
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
         warmup = self.config.warmup_steps
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda n: min(1.0, (n + 1) / (warmup + 1)))
@@ -132,7 +132,7 @@ class DAPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             for name, value in self.backward(mini).items():
                 totals[name] += value
-            totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
+            totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
                                                                         self.config.max_grad_norm))
             self.optimizer.step()
             self.lr_schedule.step()
@@ -151,7 +151,7 @@ class DAPOTrainer:
     def _accumulate(self, rows: list[TrainingRow], num_tokens: int, shared: int = 0) -> dict:
         """Backward of these rows' share of the mini-batch's token-mean loss; returns their share of the metrics."""
         config, device = self.config, self.policy.device
-        logprobs = self.policy.token_logprobs(rows, config.temperature, self.mask_table, shared)
+        logprobs = self.policy.token_logprobs(rows, config.temperature, self.mask_table, shared, config.prompt_grad)
         if rows[0].old_logprobs is None:  # one update per batch: pi_old is these weights, ratio 1
             old = logprobs.detach()
         else:
@@ -191,7 +191,8 @@ def rollout_stats(trajectories: list[Trajectory], rewards: list[TrajectoryReward
     return stats
 
 
-def _checkpoint(llm: LLM) -> str:
+def checkpoint_of(llm: LLM) -> str:
+    """The checkpoint folder the engine's weights came from (the base, when it merged an adapter)."""
     path = checkpoint_path(llm.config.model)
     if path is None:
         raise ValueError(f"{llm.config.model!r} has random weights and no checkpoint to train; "

@@ -9,7 +9,8 @@ from grumem.tasks import data
 def test_task_names():
     assert TASKS == (
         "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
-        "niah_multivalue", "niah_multiquery", "hotpotqa", "squad",
+        "niah_multivalue", "niah_multiquery", "niah_paraphrase", "niah_distractor", "niah_two_needles", "hotpotqa",
+        "squad",
     )
 
 
@@ -73,4 +74,5 @@ def test_sample_stream_continues_past_a_block_with_new_samples(tokenizer):
     again = list(islice(sample_stream("niah_single_1", tokenizer, 512, seed=5, block=3), 7))
     assert [s.context_ids for s in first] == [s.context_ids for s in again]
     assert len({tuple(s.context_ids) for s in first}) == 7
-    assert first[3].context_ids == make_samples("niah_single_1", tokenizer, 512, 3, seed=6)[0].context_ids
+    assert first[3].context_ids == make_samples("niah_single_1", tokenizer, 512, 3, seed=6, split="train")[0].context_ids
+    assert first[3].context_ids != make_samples("niah_single_1", tokenizer, 512, 3, seed=6)[0].context_ids

@@ -59,16 +59,20 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_model(
-    name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu", seed: int = 0
+    name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu", seed: int = 0,
+    adapter: str | None = None,
 ) -> LlamaForCausalLM:
     dtype = parse_dtype(dtype)
     path = checkpoint_path(name_or_path)
     if path is None:
+        if adapter is not None:
+            raise ValueError(f"{name_or_path!r} has random weights: a LoRA adapter needs the checkpoint it was "
+                             "trained on")
         model = build_model(random_config(name_or_path), dtype, device)
         init_random_weights(model, seed)
         return model
     model = build_model(load_config(path), dtype, device)
-    load_weights(model, path)
+    load_weights(model, path, adapter)
     return model
 
 

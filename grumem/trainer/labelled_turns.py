@@ -1,0 +1,87 @@
+"""The turns the gated loop should write, labelled from a document's evidence spans: the warm start's targets.
+
+Each memory turn quotes the evidence sentence in <think> (else a distractor, else NO_QUOTE), says <check>yes</check>
+exactly on the chunks holding evidence, writes the memory as the evidence sentences read so far, and says
+<next>end</next> once the memory holds every piece. With `after_exit`, the chunk after the last evidence is added as
+a turn with a full memory (no, end): the exit decision then depends on the memory, not only on the chunk. The answer
+turn writes the answers in \\boxed{}. The output ids are written by running the turn format's state machine, so the
+forced tags and the masks are those the engine decodes under.
+"""
+from grumem.agent import AgentConfig
+from grumem.agent.prompts import PromptBuilder
+from grumem.agent.turn_format import CHECK, GateGrammar, GateState, THINK, UPDATE
+from grumem.engine import TokenRole
+from grumem.tasks import Sample, chunk_document
+from grumem.tasks.chunking import span_chunks
+from grumem.trainer.rows import TrainingRow
+
+NO_QUOTE = "No sentence is about the problem."
+
+
+def _one_chunk(spans: list[tuple[int, int]], chunk_tokens: int, what: str) -> list[int]:
+    chunks = [span_chunks(start, end, chunk_tokens) for start, end in spans]
+    if any(len(c) != 1 for c in chunks):
+        raise ValueError(f"a {what} straddles two chunks of {chunk_tokens} tokens: its turns have no single label")
+    return [c[0] for c in chunks]
+
+
+def write_turn(grammar: GateGrammar, config: AgentConfig, think_ids: list[int], check: str, memory_ids: list[int],
+               next_gate: str) -> tuple[list[int], list[int], list[int]]:
+    """(output ids, roles, mask rows) of one memory turn under the agent's turn format; text past a cap is cut
+    there, as decoding would."""
+    state = GateState(grammar, config.memory_format)
+    text = {THINK: list(think_ids) + grammar.tokenizer.encode("\n", add_special_tokens=False),
+            UPDATE: list(memory_ids) + grammar.tokenizer.encode("</update>", add_special_tokens=False)}
+    choices = {CHECK: check, "next": next_gate}
+    ids, roles, rows = [], [], []
+    while not state.done:
+        row, forced = state.next_mask()
+        phase = state.phase
+        if forced >= 0:
+            token = forced
+        elif state.choosing:
+            token = grammar.options[state.choosing][choices[state.choosing]][0]
+        else:
+            if not text[phase]:
+                raise ValueError(f"the {phase} text ended before the turn format closed it")
+            token = text[phase].pop(0)
+        roles.append(state.observe(token))
+        ids.append(token)
+        rows.append(row)
+    return ids, roles, rows
+
+
+def labelled_rows(sample: Sample, config: AgentConfig, prompts: PromptBuilder, grammar: GateGrammar,
+                  after_exit: bool = False) -> list[TrainingRow]:
+    """The training rows of one document read as its labels say; raises ValueError when a label is ambiguous."""
+    if not sample.evidence_spans:
+        raise ValueError(f"{sample.task} sample {sample.index} has no evidence spans: its gates cannot be labelled")
+    if config.memory_format is None or config.memory_format.mode != "format":
+        raise ValueError("labelled turns need the gated loop with the full turn format (constraint 'format')")
+    chunk_tokens, encode = config.chunk_tokens, prompts.encode
+    chunks = chunk_document(sample.context_ids, chunk_tokens)
+    evidence_at = _one_chunk(sample.evidence_spans, chunk_tokens, "needle")
+    distractor_at = _one_chunk(sample.distractor_spans, chunk_tokens, "distractor")
+    sentence = lambda span: prompts.tokenizer.decode(sample.context_ids[span[0]:span[1]]).strip()  # noqa: E731
+    problem, memory, read = encode(sample.question), prompts.no_memory_ids, []
+    last = max(evidence_at)
+    rows = []
+    for k in range(min(len(chunks), last + 1 + after_exit)):
+        found = [sentence(s) for s, at in zip(sample.evidence_spans, evidence_at) if at == k]
+        decoys = [sentence(s) for s, at in zip(sample.distractor_spans, distractor_at) if at == k]
+        read += found
+        quote = " ".join(found) if found else decoys[0] if decoys else NO_QUOTE
+        new_memory = encode(" ".join(read)) if found else memory
+        ids, roles, mask_rows = write_turn(grammar, config, encode(quote), "yes" if found else "no", new_memory,
+                                           "end" if k >= last else "continue")
+        rows.append(_row(prompts.memory_prompt(problem, memory, chunks[k]), ids, roles, mask_rows, sample, len(rows)))
+        memory = new_memory
+    answer = encode("\\boxed{" + ", ".join(sample.answers) + "}") + [grammar.eos_token_id]
+    rows.append(_row(prompts.answer_prompt(problem, memory), answer, [TokenRole.SAMPLED] * len(answer), None, sample,
+                     len(rows)))
+    return rows
+
+
+def _row(prompt_ids, output_ids, roles, mask_rows, sample: Sample, turn: int) -> TrainingRow:
+    return TrainingRow(prompt_ids, output_ids, [r != TokenRole.FORCED for r in roles], [0.0] * len(output_ids),
+                       mask_rows, 1.0, sample.index, 0, turn)
