@@ -15,7 +15,7 @@ from grumem.trainer.curve import plot_curve
 from grumem.trainer.dapo import checkpoint_of
 from grumem.trainer.policy import LoraSettings
 from grumem.trainer.rewards import OUTCOMES
-from grumem.trainer.warm_start import WarmStart, WarmStartConfig
+from grumem.trainer.warm_start import THINKS, WarmStart, WarmStartConfig
 
 TRAIN_SEED = 10_000  # training documents come from seeds 10000 + --seed and the train split: never evaluated on
 TRUNCATED = {"warm_start": ("warm_start",), "rl": ("rl",), "both": ("warm_start", "rl"), "none": ()}
@@ -30,7 +30,8 @@ TRAINER_FLAGS = {  # flag -> TrainerConfig field
     "--lr": "lr", "--alpha": "alpha", "--outcome": "outcome", "--kl-coef": "kl_coef", "--temperature": "temperature",
     "--tis-cap": "tis_cap", "--autocast": "autocast",
 }
-WARM_FLAGS = {"--warm-start-lr": "lr", "--documents-per-step": "documents_per_step", "--gate-weight": "gate_weight"}
+WARM_FLAGS = {"--warm-start-lr": "lr", "--documents-per-step": "documents_per_step", "--gate-weight": "gate_weight",
+              "--thinks": "thinks"}
 HELP = {
     "--group-size": "rollouts per question (paper: 16)", "--groups-per-step": "questions per rollout batch",
     "--mini-batches": "optimizer updates per rollout batch", "--alpha": "trajectory vs turn advantage",
@@ -41,8 +42,10 @@ HELP = {
     "--autocast": "forward/backward under autocast over fp32 weights (bf16: 2.4-3x faster on AVX512-BF16)",
     "--warm-start-lr": "warm-start learning rate", "--documents-per-step": "warm start: documents per update",
     "--gate-weight": "warm start: weight of the gate choices' loss against the text's",
+    "--thinks": "warm start: labelled (quotes written from the labels) or own (the model's own thoughts, no loss "
+                "on them: the gates learn on what the model writes itself)",
 }
-CHOICES = {"--outcome": list(OUTCOMES), "--autocast": [name for name in AUTOCAST if name]}
+CHOICES = {"--outcome": list(OUTCOMES), "--autocast": [name for name in AUTOCAST if name], "--thinks": list(THINKS)}
 
 
 def register(commands) -> None:

@@ -1,12 +1,16 @@
 """The turns the gated loop should write, labelled from a document's evidence spans: the warm start's targets.
 
-Each memory turn quotes the evidence sentence in <think> (else a distractor, else NO_QUOTE), says <check>yes</check>
-exactly on the chunks holding evidence, writes the memory as the evidence sentences read so far, and says
+Each memory turn quotes a sentence in <think>: the evidence, else a distractor, else the chunk's sentence that
+shares the most words with the question (an untrained model quotes some sentence too; the check then judges the
+quote). It says <check>yes</check> exactly on the chunks holding evidence, writes the memory as the evidence sentences read so far, and says
 <next>end</next> once the memory holds every piece. With `after_exit`, the chunk after the last evidence is added as
 a turn with a full memory (no, end): the exit decision then depends on the memory, not only on the chunk. The answer
 turn writes the answers in \\boxed{}. The output ids are written by running the turn format's state machine, so the
 forced tags and the masks are those the engine decodes under.
 """
+import re
+from dataclasses import dataclass
+
 from grumem.agent import AgentConfig
 from grumem.agent.prompts import PromptBuilder
 from grumem.agent.turn_format import CHECK, GateGrammar, GateState, THINK, UPDATE
@@ -15,7 +19,16 @@ from grumem.tasks import Sample, chunk_document
 from grumem.tasks.chunking import span_chunks
 from grumem.trainer.rows import TrainingRow
 
-NO_QUOTE = "No sentence is about the problem."
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def closest_sentence(text: str, question: str) -> str:
+    """The sentence of `text` sharing the most words with the question (whole sentences, then the first, among
+    equals), on one line."""
+    words = lambda s: {w.lower() for w in re.findall(r"[A-Za-z]{4,}", s)}  # noqa: E731
+    asked = words(question)
+    sentences = [s.strip() for s in SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+    return max(sentences, key=lambda s: (len(words(s) & asked), s[:1].isupper()), default=text.strip())
 
 
 def _one_chunk(spans: list[tuple[int, int]], chunk_tokens: int, what: str) -> list[int]:
@@ -27,10 +40,10 @@ def _one_chunk(spans: list[tuple[int, int]], chunk_tokens: int, what: str) -> li
 
 def write_turn(grammar: GateGrammar, config: AgentConfig, think_ids: list[int], check: str, memory_ids: list[int],
                next_gate: str) -> tuple[list[int], list[int], list[int]]:
-    """(output ids, roles, mask rows) of one memory turn under the agent's turn format; text past a cap is cut
-    there, as decoding would."""
+    """(output ids, roles, mask rows) of one memory turn under the agent's turn format; `think_ids` must close the
+    thought (a line break, </think>, or the cap); text past a cap is cut there, as decoding would."""
     state = GateState(grammar, config.memory_format)
-    text = {THINK: list(think_ids) + grammar.tokenizer.encode("\n", add_special_tokens=False),
+    text = {THINK: list(think_ids),
             UPDATE: list(memory_ids) + grammar.tokenizer.encode("</update>", add_special_tokens=False)}
     choices = {CHECK: check, "next": next_gate}
     ids, roles, rows = [], [], []
@@ -52,8 +65,39 @@ def write_turn(grammar: GateGrammar, config: AgentConfig, think_ids: list[int], 
 
 
 def labelled_rows(sample: Sample, config: AgentConfig, prompts: PromptBuilder, grammar: GateGrammar,
-                  after_exit: bool = False) -> list[TrainingRow]:
-    """The training rows of one document read as its labels say; raises ValueError when a label is ambiguous."""
+                  after_exit: bool = False, thinks=None) -> list[TrainingRow]:
+    """The training rows of one document read as its labels say; raises ValueError when a label is ambiguous.
+    `thinks(prompts)`: the model's own thought per memory-turn prompt (ids that close it); they replace the
+    labelled quotes and carry no loss, so the gates learn on the thoughts the model writes itself."""
+    labels, answer_prompt = turn_labels(sample, config, prompts, after_exit)
+    newline = grammar.tokenizer.encode("\n", add_special_tokens=False)
+    own = thinks([label.prompt_ids for label in labels]) if thinks is not None else None
+    rows = []
+    for n, label in enumerate(labels):
+        think = own[n] if own is not None else prompts.encode(label.quote) + newline
+        ids, roles, mask_rows = write_turn(grammar, config, think, label.check, label.memory_ids, label.next)
+        row = _row(label.prompt_ids, ids, roles, mask_rows, sample, n)
+        if own is not None:  # the thought after the forced <think> is the model's: no loss
+            start = len(grammar.tag_ids("<think>"))
+            row.loss_mask[start:start + len(think)] = [False] * min(len(think), len(ids) - start)
+        rows.append(row)
+    answer = prompts.encode("\\boxed{" + ", ".join(sample.answers) + "}") + [grammar.eos_token_id]
+    rows.append(_row(answer_prompt, answer, [TokenRole.SAMPLED] * len(answer), None, sample, len(rows)))
+    return rows
+
+
+@dataclass(slots=True)
+class TurnLabel:
+    prompt_ids: list[int]
+    quote: str
+    check: str
+    memory_ids: list[int]  # the memory after the turn
+    next: str
+
+
+def turn_labels(sample: Sample, config: AgentConfig, prompts: PromptBuilder,
+                after_exit: bool = False) -> tuple[list[TurnLabel], list[int]]:
+    """The labelled memory turns of a document and its answer prompt."""
     if not sample.evidence_spans:
         raise ValueError(f"{sample.task} sample {sample.index} has no evidence spans: its gates cannot be labelled")
     if config.memory_format is None or config.memory_format.mode != "format":
@@ -65,21 +109,18 @@ def labelled_rows(sample: Sample, config: AgentConfig, prompts: PromptBuilder, g
     sentence = lambda span: prompts.tokenizer.decode(sample.context_ids[span[0]:span[1]]).strip()  # noqa: E731
     problem, memory, read = encode(sample.question), prompts.no_memory_ids, []
     last = max(evidence_at)
-    rows = []
+    labels = []
     for k in range(min(len(chunks), last + 1 + after_exit)):
         found = [sentence(s) for s, at in zip(sample.evidence_spans, evidence_at) if at == k]
         decoys = [sentence(s) for s, at in zip(sample.distractor_spans, distractor_at) if at == k]
         read += found
-        quote = " ".join(found) if found else decoys[0] if decoys else NO_QUOTE
+        quote = " ".join(found) if found else decoys[0] if decoys else closest_sentence(
+            prompts.tokenizer.decode(chunks[k]), sample.question)
         new_memory = encode(" ".join(read)) if found else memory
-        ids, roles, mask_rows = write_turn(grammar, config, encode(quote), "yes" if found else "no", new_memory,
-                                           "end" if k >= last else "continue")
-        rows.append(_row(prompts.memory_prompt(problem, memory, chunks[k]), ids, roles, mask_rows, sample, len(rows)))
+        labels.append(TurnLabel(prompts.memory_prompt(problem, memory, chunks[k]), quote, "yes" if found else "no",
+                                new_memory, "end" if k >= last else "continue"))
         memory = new_memory
-    answer = encode("\\boxed{" + ", ".join(sample.answers) + "}") + [grammar.eos_token_id]
-    rows.append(_row(prompts.answer_prompt(problem, memory), answer, [TokenRole.SAMPLED] * len(answer), None, sample,
-                     len(rows)))
-    return rows
+    return labels, prompts.answer_prompt(problem, memory)
 
 
 def _row(prompt_ids, output_ids, roles, mask_rows, sample: Sample, turn: int) -> TrainingRow:

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 
 import torch
 
-from grumem.agent import AgentConfig, MemoryAgent
+from grumem.agent import AgentConfig, MemoryAgent, TurnFormat
 from grumem.agent.turn_format import CHECK_CHOICE, NEXT_CHOICE
-from grumem.engine import LLM
+from grumem.engine import LLM, SamplingParams, TokenRole
 from grumem.tasks import Sample
 from grumem.trainer.labelled_turns import labelled_rows
 from grumem.trainer.policy import Policy
 from grumem.trainer.rows import TrainingRow
+
+
+THINKS = ("labelled", "own")
 
 
 @dataclass(slots=True)
@@ -28,12 +31,15 @@ class WarmStartConfig:
     gate_weight: float = 4.0  # the two gate choices of a turn against its ~40 free tokens
     after_exit: float = 0.25  # share of documents that also get a turn after their last evidence (no, end)
     prompt_grad: bool = False  # gradients through the prompts too (exact, about 3x the cost per row)
+    thinks: str = "labelled"  # "labelled": quotes written from the labels; "own": the model's own (greedy, no loss)
     max_grad_norm: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
         if self.documents_per_step < 1 or self.lr <= 0 or self.gate_weight < 0 or not 0 <= self.after_exit <= 1:
             raise ValueError("need documents_per_step >= 1, lr > 0, gate_weight >= 0 and 0 <= after_exit <= 1")
+        if self.thinks not in THINKS:
+            raise ValueError(f"thinks must be one of {THINKS}, got {self.thinks!r}")
 
 
 class WarmStart:
@@ -58,11 +64,30 @@ class WarmStart:
             sample = next(samples)
             try:
                 rows += labelled_rows(sample, self.agent_config, prompts, grammar,
-                                      after_exit=self.rng.random() < self.config.after_exit)
+                                      after_exit=self.rng.random() < self.config.after_exit,
+                                      thinks=self.own_thinks if self.config.thinks == "own" else None)
                 documents += 1
             except ValueError:  # a needle across two chunks has no single label
                 self.skipped += 1
         return rows
+
+    def own_thinks(self, prompts: list[list[int]]) -> list[list[int]]:
+        """The thought the served model writes (greedy, under the turn format) after each prompt, up to where the
+        format closes it."""
+        memory_format = self.agent_config.memory_format
+        opening = len(self.agent.turn_format.grammar.tag_ids("<think>"))
+        params = SamplingParams(temperature=0, max_tokens=opening + (memory_format.max_think_tokens or 256) + 1,
+                                logits_processors={TurnFormat.name: memory_format})
+        thinks = []
+        for output in self.llm.generate(prompts, params):
+            if output.error is not None:
+                raise ValueError(output.error)
+            roles, ids = output.outputs[0].roles, output.outputs[0].token_ids
+            end = opening
+            while end < len(ids) and roles[end] != TokenRole.FORCED:
+                end += 1
+            thinks.append(ids[opening:end])
+        return thinks
 
     def step(self, samples: Iterator[Sample]) -> dict:
         start = time.perf_counter()
