@@ -73,7 +73,7 @@ def no_model(monkeypatch):
     (["train", "--steps", "-1"], "--steps, .* must be >= 0"),
     (["train", "--plot", "curve.png"], "--plot draws the held-out evaluations"),
     (["train", "--lora-rank", "0", "--adapter", "tests"], "needs --lora-rank > 0"),
-    (["run", "--gates", "learned", "--model", "qwen2.5-3b"], "learned gates ship for smollm2-135m only"),
+    (["run", "--gates", "learned", "--model", "qwen2.5-3b"], "learned gates are installed for smollm2-135m only"),
     (["run", "--adapter", "no/such/adapter"], "--adapter 'no/such/adapter' is not a folder"),
     (["eval", "--compare-gates", "own,nope"], "'nope' is neither one of prior, own, learned nor a folder"),
 ])
@@ -164,3 +164,25 @@ def test_train_warm_starts_a_lora_adapter_logs_plots_and_saves_it(tmp_path, caps
     assert sorted(p.name for p in saved.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     main(["run", *tiny, "--tasks", "niah_single_1", "--num-samples", "1", "--gates", "own", "--adapter", str(saved)])
     assert "niah_single_1" in capsys.readouterr().out
+
+
+def test_learned_gates_are_refused_until_installed_then_run(tmp_path, monkeypatch, capsys, smollm2_path):
+    from safetensors.torch import load_file
+
+    from grumem.gates.__main__ import install
+    from grumem.trainer import Policy
+    from grumem.trainer.policy import LoraSettings
+
+    gates = tmp_path / "gates"
+    monkeypatch.setattr("grumem.gates.learned_gates_dir", lambda model="smollm2-135m": gates)
+    argv = ["run", "--gates", "learned", "--tasks", "niah_single_2", "--length", "2048", "--num-samples", "1", *SMALL]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and "python -m grumem.gates DIR" in capsys.readouterr().err
+    Policy(smollm2_path, lora=LoraSettings(rank=2, alpha=4.0)).save(str(tmp_path / "trained"))
+    install(tmp_path / "trained", gates)
+    assert {t.dtype for t in load_file(gates / "adapter_model.safetensors").values()} == {torch.bfloat16}
+    assert json.loads((gates / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m"
+    main(argv)
+    header, _, row = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert "cached_per_turn" in header and row.split()[:2] == ["niah_single_2", "2048"]

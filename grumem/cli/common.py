@@ -10,7 +10,7 @@ from grumem.engine import LLM
 from grumem.engine.config import Config
 from grumem.engine.models.registry import MODEL_NAMES
 from grumem.evaluation import summarize
-from grumem.gates import GATES, shipped_adapter
+from grumem.gates import GATES, learned_adapter
 from grumem.tasks import TASKS, Sample
 
 # the CLI serves people, so it picks bf16 where this CPU runs it natively; LLM() stays float32 (exact against HF)
@@ -53,7 +53,7 @@ def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True, with_gate
     if with_gate_prior:
         g.add_argument("--gates", choices=GATES, default="prior",
                        help="prior: the gate prior on the untrained model; own: the model's own gates; learned: "
-                            "the gates trained here, shipped as an adapter (grumem/gates explains them)")
+                            "gates trained with grumem train and installed (python -m grumem.gates DIR)")
         g.add_argument("--gate-prior", type=float, default=default(AgentConfig, "gate_prior_threshold"),
                        metavar="NATS", help="threshold of the gate prior (grumem/agent/gate_prior.py explains it)")
     g.add_argument("--answer-tokens", type=int, default=default(AgentConfig, "answer_tokens"))
@@ -94,7 +94,7 @@ def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -
 def engine_options(args) -> dict:
     adapter = args.adapter
     if adapter is None and getattr(args, "gates", None) == "learned":
-        adapter = shipped_adapter(args.model)
+        adapter = learned_adapter(args.model)
     return dict(device=args.device, dtype=args.dtype, kv_cache_memory_gb=args.kv_cache_gb,
                 kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs, adapter=adapter)
 

@@ -2,8 +2,8 @@
 
 Each memory turn quotes a sentence in <think>: the evidence, else a distractor, else the chunk's sentence that
 shares the most words with the question (an untrained model quotes some sentence too; the check then judges the
-quote). It says <check>yes</check> exactly on the chunks holding evidence, writes the memory as the evidence sentences read so far, and says
-<next>end</next> once the memory holds every piece. With `after_exit`, the chunk after the last evidence is added as
+quote). It says <check>yes</check> exactly on the chunks holding evidence, writes the memory as the evidence
+sentences read so far, and says <next>end</next> once the memory holds every piece. With `after_exit`, the chunk after the last evidence is added as
 a turn with a full memory (no, end): the exit decision then depends on the memory, not only on the chunk. The answer
 turn writes the answers in \\boxed{}. The output ids are written by running the turn format's state machine, so the
 forced tags and the masks are those the engine decodes under.
