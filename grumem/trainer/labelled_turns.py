@@ -31,10 +31,14 @@ def closest_sentence(text: str, question: str) -> str:
     return max(sentences, key=lambda s: (len(words(s) & asked), s[:1].isupper()), default=text.strip())
 
 
+class AmbiguousLabel(ValueError):
+    """A document whose turns have no single label (a needle across two chunks): skip it."""
+
+
 def _one_chunk(spans: list[tuple[int, int]], chunk_tokens: int, what: str) -> list[int]:
     chunks = [span_chunks(start, end, chunk_tokens) for start, end in spans]
     if any(len(c) != 1 for c in chunks):
-        raise ValueError(f"a {what} straddles two chunks of {chunk_tokens} tokens: its turns have no single label")
+        raise AmbiguousLabel(f"a {what} straddles two chunks of {chunk_tokens} tokens: its turns have no single label")
     return [c[0] for c in chunks]
 
 

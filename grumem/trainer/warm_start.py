@@ -16,12 +16,13 @@ from grumem.agent import AgentConfig, MemoryAgent, TurnFormat
 from grumem.agent.turn_format import CHECK_CHOICE, NEXT_CHOICE
 from grumem.engine import LLM, SamplingParams, TokenRole
 from grumem.tasks import Sample
-from grumem.trainer.labelled_turns import labelled_rows
+from grumem.trainer.labelled_turns import AmbiguousLabel, labelled_rows
 from grumem.trainer.policy import Policy
 from grumem.trainer.rows import TrainingRow
 
 
 THINKS = ("labelled", "own")
+MAX_SKIPPED_IN_A_ROW = 50
 
 
 @dataclass(slots=True)
@@ -58,7 +59,7 @@ class WarmStart:
 
     def rows(self, samples: Iterator[Sample]) -> list[TrainingRow]:
         """The labelled rows of the next documents_per_step documents whose labels are unambiguous."""
-        rows, documents = [], 0
+        rows, documents, in_a_row = [], 0, 0
         grammar, prompts = self.agent.turn_format.grammar, self.agent.prompts
         while documents < self.config.documents_per_step:
             sample = next(samples)
@@ -66,9 +67,12 @@ class WarmStart:
                 rows += labelled_rows(sample, self.agent_config, prompts, grammar,
                                       after_exit=self.rng.random() < self.config.after_exit,
                                       thinks=self.own_thinks if self.config.thinks == "own" else None)
-                documents += 1
-            except ValueError:  # a needle across two chunks has no single label
-                self.skipped += 1
+                documents, in_a_row = documents + 1, 0
+            except AmbiguousLabel as e:
+                self.skipped, in_a_row = self.skipped + 1, in_a_row + 1
+                if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    raise ValueError(f"{in_a_row} documents in a row had no single label ({e}): "
+                                     "raise the chunk size") from e
         return rows
 
     def own_thinks(self, prompts: list[list[int]]) -> list[list[int]]:

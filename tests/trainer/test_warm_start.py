@@ -92,6 +92,17 @@ def test_documents_whose_gates_have_no_single_label_are_refused(llm):
                       agent.turn_format.grammar)
 
 
+def test_a_warm_start_that_can_label_nothing_stops_with_a_clear_error(llm, tiny_llama_path):
+    tiny_chunks = AgentConfig(layout="paper", gate_prior_threshold=None, chunk_tokens=4, memory_tokens=8,
+                              max_think_tokens=4, answer_tokens=4)  # every needle crosses a chunk boundary
+    trainer = WarmStart(llm, Policy(tiny_llama_path), tiny_chunks, WarmStartConfig(documents_per_step=1))
+    with pytest.raises(ValueError, match="no single label .* raise the chunk size"):
+        trainer.rows(training_stream(llm.tokenizer, 256, seed=3))
+    unformatted = AgentConfig(layout="paper", gate_prior_threshold=None, constraint="gates")
+    with pytest.raises(ValueError, match="full turn format"):
+        WarmStart(llm, Policy(tiny_llama_path), unformatted).rows(training_stream(llm.tokenizer, 256, seed=3))
+
+
 def gate_accuracy(trainer, rows) -> float:
     stats = trainer.backward(rows)
     trainer.optimizer.zero_grad(set_to_none=True)
