@@ -120,26 +120,28 @@ class Reporter:
         self.printed_header = set()
 
     def step(self, stage: str, stats: dict, columns: list[str]) -> None:
-        self._record({"stage": stage, **stats})
-        if self.as_json:
-            return print(json.dumps({"stage": stage, **stats}), flush=True)
+        if self._record({"stage": stage, **stats}):
+            return
         table = format_table([stats], columns).splitlines()
         print("\n".join(table if stage not in self.printed_header else table[2:]), flush=True)
         self.printed_header.add(stage)
 
     def evaluation(self, stage: str, step: int, report: dict) -> None:
-        self._record({"stage": stage, "eval_after_step": step, **report})
-        if self.as_json:
-            return print(json.dumps({"stage": stage, "eval_after_step": step, **report}), flush=True)
+        if self._record({"stage": stage, "eval_after_step": step, **report}):
+            return
         cells = ", ".join(f"{k} {format_cell(v)}" for k, v in report.items())
         print(f"held-out eval, {stage} step {step}: {cells}", flush=True)
         self.printed_header.discard(stage)  # the step table starts over under the evaluation
 
-    def _record(self, record: dict) -> None:
+    def _record(self, record: dict) -> bool:
+        """Keeps and logs the record; prints it as JSON and returns True under --json."""
         self.records.append(record)
         if self.log:
             self.log.write(json.dumps(record) + "\n")
             self.log.flush()
+        if self.as_json:
+            print(json.dumps(record), flush=True)
+        return self.as_json
 
 
 def held_out_report(llm, config, samples) -> dict:

@@ -55,7 +55,7 @@ class DAPOTrainer:
         self.sync_engine()  # rollouts come from exactly the weights being trained
 
     def sync_engine(self) -> None:
-        self.llm.update_weights(self.policy.named_tensors())
+        self.policy.push_to(self.llm)
 
     def step(self, samples: Iterator[Sample]) -> dict:
         """One rollout batch and its updates; returns the step's statistics."""

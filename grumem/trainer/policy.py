@@ -66,6 +66,10 @@ class Policy:
             name = name.replace(".base_layer.", ".")
             yield name, param + deltas[name] if name in deltas else param
 
+    def push_to(self, llm) -> None:
+        """The engine serves these weights from now on (LLM.update_weights also drops its stale prefix cache)."""
+        llm.update_weights(self.named_tensors())
+
     def save(self, folder: str, tokenizer=None) -> None:
         """A Hugging Face checkpoint, or for LoRA the adapter alone (adapter_config.json, adapter_model.safetensors)."""
         self.model.save_pretrained(folder)

@@ -55,7 +55,7 @@ class WarmStart:
         self.num_steps, self.skipped = 0, 0
 
     def sync_engine(self) -> None:
-        self.llm.update_weights(self.policy.named_tensors())
+        self.policy.push_to(self.llm)
 
     def rows(self, samples: Iterator[Sample]) -> list[TrainingRow]:
         """The labelled rows of the next documents_per_step documents whose labels are unambiguous."""
