@@ -2,7 +2,7 @@
 // kChunk tokens, the chunks run in parallel, each leaving a partial softmax (max, sum, unnormalised output) per
 // query head, and a final pass merges them. A chunk is read in tiles of rows that every query head uses while they
 // are in L1, with the next tile prefetched. With AVX-512 (head_dim 64 or 128) a head scores 16 rows at once and
-// sums them in one transpose-and-add tree; other shapes take portable loops. Softmax and accumulation are in fp32;
+// sums them in one transpose-and-add tree, with AVX2 + FMA 8 rows; other shapes take portable loops. Softmax and accumulation are in fp32;
 // the cache may hold a narrower type than q (a bf16 cache halves the bytes read; widening bf16 is a shift).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -114,6 +114,68 @@ void accumulate_avx512(const float* p, const scalar_t* const* rows, int64_t offs
 }
 #endif
 
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define GRUMEM_AVX2 1
+inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
+inline __m256 load8(const at::BFloat16* x) {  // bf16 is the top half of an fp32
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+inline __m256 load8(const at::Half* x) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))); }
+inline __m256 load8(const double*) = delete;  // fp64 caches take the portable path
+
+// r[i] = sum of the 8 lanes of v[i]: two rounds of pairwise adds within 128-bit halves, then the halves.
+inline __m256 reduce8(const __m256* v) {
+  const __m256 low = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 high = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(low, high, 0x20), _mm256_permute2f128_ps(low, high, 0x31));
+}
+
+// kVecs = head_dim / 8. Sixteen ymm registers: eight accumulators, and q is re-read from L1 per vector.
+template <int kVecs, typename scalar_t>
+void scores_avx2(const float* q, const scalar_t* const* rows, int64_t offset, int64_t n, float* scores) {
+  for (int64_t i0 = 0; i0 < n; i0 += 8) {
+    const int64_t m = std::min<int64_t>(8, n - i0);
+    const scalar_t* tile[8];
+    for (int64_t i = 0; i < 8; ++i) tile[i] = rows[i0 + std::min(i, m - 1)] + offset;  // a short tile repeats a row
+    __m256 acc[8];
+    const __m256 q0 = _mm256_loadu_ps(q);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_mul_ps(q0, load8(tile[i]));
+#pragma GCC unroll 16
+    for (int j = 1; j < kVecs; ++j) {
+      const __m256 qj = _mm256_loadu_ps(q + 8 * j);
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(qj, load8(tile[i] + 8 * j), acc[i]);
+    }
+    const __m256 sums = reduce8(acc);
+    if (m == 8) {
+      _mm256_storeu_ps(scores + i0, sums);
+    } else {
+      float all[8];
+      _mm256_storeu_ps(all, sums);
+      std::copy(all, all + m, scores + i0);
+    }
+  }
+}
+
+// The output is accumulated 64 dims (eight registers) at a time.
+template <int kVecs, typename scalar_t>
+void accumulate_avx2(const float* p, const scalar_t* const* rows, int64_t offset, int64_t n, float* out) {
+  for (int j0 = 0; j0 < kVecs; j0 += 8) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_loadu_ps(out + 8 * (j0 + j));
+    for (int64_t i = 0; i < n; ++i) {
+      const __m256 w = _mm256_set1_ps(p[i]);
+      const scalar_t* row = rows[i] + offset + 8 * j0;
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(w, load8(row + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + 8 * (j0 + j), acc[j]);
+  }
+}
+#endif
+
 // The vectorised kernels for the head sizes they are built for, the portable ones otherwise.
 template <typename scalar_t>
 class RowKernels {
@@ -123,6 +185,11 @@ class RowKernels {
     if constexpr (!std::is_same_v<scalar_t, double>) {
       if (head_dim == 64) fast_scores_ = scores_avx512<4, scalar_t>, fast_accumulate_ = accumulate_avx512<4, scalar_t>;
       if (head_dim == 128) fast_scores_ = scores_avx512<8, scalar_t>, fast_accumulate_ = accumulate_avx512<8, scalar_t>;
+    }
+#elif defined(GRUMEM_AVX2)
+    if constexpr (!std::is_same_v<scalar_t, double>) {
+      if (head_dim == 64) fast_scores_ = scores_avx2<8, scalar_t>, fast_accumulate_ = accumulate_avx2<8, scalar_t>;
+      if (head_dim == 128) fast_scores_ = scores_avx2<16, scalar_t>, fast_accumulate_ = accumulate_avx2<16, scalar_t>;
     }
 #endif
   }
