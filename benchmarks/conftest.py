@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import peer_table
 from grumem.engine import LLM
 from grumem.engine.models.registry import DEFAULT_MODEL, checkpoint_path
 
@@ -52,6 +53,10 @@ def pytest_addoption(parser):
     group.addoption("--group-size", type=int, default=8, help="bench_trainer: rollouts per question")
     group.addoption("--hostile-lines", type=int, default=1000, help="bench_hostile: lines in the batch")
     group.addoption("--huge-words", type=int, default=20_000, help="bench_hostile: words of each huge document")
+    group.addoption("--peer-loops", default="memagent,gated", help="bench_peers: loops, comma-separated")
+    group.addoption("--peer-dtypes", default="float32,bfloat16", help="bench_peers: dtypes")
+    group.addoption("--peer-lengths", default="8192,32768", help="bench_peers: context tokens per document")
+    group.addoption("--peer-documents", default="4,16,64", help="bench_peers: documents in flight")
 
 
 _AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}
@@ -63,6 +68,11 @@ def agent_results() -> dict:
 
 
 def pytest_terminal_summary(terminalreporter):
+    peers = peer_table.summary_lines()
+    if peers:
+        terminalreporter.section("memory loops, grumem vs vLLM side by side")
+        for line in peers:
+            terminalreporter.write_line(line)
     if not _AGENT_RESULTS:
         return
     base = _AGENT_RESULTS.get("memagent-hf-plain", (None,))[0]
