@@ -86,6 +86,29 @@ def paged_attention_decode_ref(
     return _attend(q.unsqueeze(2), k, v, mask[:, None, None, :], scale).squeeze(2)
 
 
+def rms_norm_ref(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight * x' / rms(x'), x') with x' = x + residual (x without one); the variance in fp32 as in transformers,
+    or bf16 logits drift."""
+    if residual is not None:
+        x = x + residual
+    normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype), x
+
+
+def rotary_ref(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor):
+    """Neox half-rotation of q and k at positions; cos_sin_cache (max_position, head_dim) holds [cos | sin]."""
+    cos, sin = cos_sin_cache[positions].unsqueeze(1).chunk(2, dim=-1)  # (num_tokens, 1, head_dim // 2)
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        c, s = cos.to(x.dtype), sin.to(x.dtype)
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+    return rotate(q), rotate(k)
+
+
 def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
     """SwiGLU on a packed [gate | up] projection: silu(gate) * up."""
     gate, up = x.chunk(2, dim=-1)

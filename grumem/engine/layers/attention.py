@@ -1,9 +1,10 @@
 """Attention layer over the paged KV cache, and the attention-backend interface.
 
 A backend supplies three ops with the signatures of kernels/reference.py: store_kvcache, prefill_attention and
-paged_attention_decode. "torch" is the reference (any device); "cpu" swaps in the C++ decode op of csrc/ and a split
-prefill; "triton" runs the kernels of grumem/kernels (CUDA; the CPU only under TRITON_INTERPRET=1), imported on first
-use. Other backends register themselves with `register_backend`; the engine Config picks one by name.
+paged_attention_decode. "torch" is the reference (any device); "cpu" swaps in the C++ KV store and decode ops of
+csrc/ and a split prefill; "triton" runs the kernels of grumem/kernels (CUDA; the CPU only under TRITON_INTERPRET=1),
+imported on first use. Other backends register themselves with `register_backend`; the engine Config picks one by
+name.
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -27,7 +28,7 @@ BACKENDS: dict[str, AttentionBackend] = {
     "torch": AttentionBackend(
         reference.store_kvcache_ref, reference.prefill_attention_ref, reference.paged_attention_decode_ref
     ),
-    "cpu": AttentionBackend(reference.store_kvcache_ref, prefill_attention_cpu, cpp_ops.paged_attention_decode),
+    "cpu": AttentionBackend(cpp_ops.store_kvcache, prefill_attention_cpu, cpp_ops.paged_attention_decode),
 }
 
 
