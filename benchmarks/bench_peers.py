@@ -5,7 +5,7 @@ flight x context tokens x dtype. Within a cell the two systems run back to back 
 1, chunk 1024, memory <= 256, greedy, identical prompt token ids), so a ratio compares like with like on a machine
 whose speed drifts. vLLM runs in its own venv (benchmarks/peers/setup_vllm.sh) as a worker process that keeps one
 engine per dtype; its engine start is reported apart from the loops. tokens/s = (prompt tokens submitted +
-generated tokens) / loop seconds.
+generated tokens) / loop seconds; "x floor" is the loop's time over its floor on this CPU (loop_floor.py).
 
   .venv/bin/python -m pytest benchmarks/bench_peers.py --peer-documents 4,16 --peer-lengths 8192 \
       --peer-dtypes float32 --benchmark-columns=mean
@@ -17,10 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from grumem.agent import AgentConfig, MemoryAgent
 from grumem.engine import LLM
+from grumem.engine.loader import load_config
+from grumem.engine.models.registry import DEFAULT_MODEL, checkpoint_path
 from grumem.tasks import make_samples
+from loop_floor import MachineRates, ModelCosts, floor_seconds
 from peer_table import RESULTS, STARTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +84,16 @@ class VllmWorker:
 
 
 @pytest.fixture(scope="session")
-def peer_engines():
+def floor_inputs(request) -> dict:
+    """The model's costs and the machine's rates per dtype, measured before any engine starts."""
+    config = load_config(checkpoint_path(DEFAULT_MODEL))
+    return {dtype: (ModelCosts.of(config, getattr(torch, dtype)), MachineRates.measure(config.hidden_size,
+                                                                                       getattr(torch, dtype)))
+            for dtype in _options(request.config)["dtype"]}
+
+
+@pytest.fixture(scope="session")
+def peer_engines(floor_inputs):
     """Engines by (system, dtype), each started once; engine start seconds recorded apart."""
     built, starts = {}, {}
 
@@ -116,11 +129,11 @@ def run_grumem(llm: LLM, loop: str, documents: int, length: int) -> dict:
     turns = [t for traj in trajectories for t in traj.turns]
     return {"seconds": seconds, "prompt_tokens": sum(len(t.prompt_ids) for t in turns),
             "generated_tokens": sum(len(t.output_ids) for t in turns),
-            "cached_tokens": sum(t.num_cached_tokens for t in turns),
+            "cached_tokens": sum(t.num_cached_tokens for t in turns), "turns": len(turns),
             "accuracy": sum(t.score for t in trajectories) / documents}
 
 
-def test_memory_loop_side_by_side(benchmark, cell, peer_engines):
+def test_memory_loop_side_by_side(benchmark, cell, peer_engines, floor_inputs):
     loop, dtype, length, documents, system = cell
     engine = peer_engines(system, dtype)
     if system == "vllm":
@@ -130,5 +143,7 @@ def test_memory_loop_side_by_side(benchmark, cell, peer_engines):
         run = lambda: run_grumem(engine, loop, documents, length)  # noqa: E731
     result = benchmark.pedantic(run, rounds=1, warmup_rounds=0)
     result["tokens_per_s"] = (result["prompt_tokens"] + result["generated_tokens"]) / result["seconds"]
+    result["floor_s"] = floor_seconds(*floor_inputs[dtype], result["prompt_tokens"] - result["cached_tokens"],
+                                      result["generated_tokens"], documents, result["prompt_tokens"] / result["turns"])
     benchmark.extra_info.update(result)
     RESULTS[cell] = result

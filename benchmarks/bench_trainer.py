@@ -5,7 +5,6 @@ prompt + output).
   .venv/bin/python -m pytest benchmarks/bench_trainer.py --group-size 8
 """
 import itertools
-import time
 
 import pytest
 

@@ -12,14 +12,14 @@ def summary_lines() -> list[str]:
     lines = [f"processor: {processor()}; engine start: " + ", ".join(
         f"{system} {dtype} {seconds:.1f} s" for (system, dtype), seconds in sorted(STARTS.items()))]
     lines.append(f"{'loop':9s} {'dtype':9s} {'length':>6s} {'docs':>4s} {'system':7s} {'wall s':>8s} {'tok/s':>7s} "
-                 f"{'prompt':>8s} {'gen':>6s} {'cached':>7s} {'acc':>5s} {'grumem/vllm':>11s}")
+                 f"{'prompt':>8s} {'gen':>6s} {'cached':>7s} {'acc':>5s} {'x floor':>7s} {'grumem/vllm':>11s}")
     for cell, r in RESULTS.items():
         loop, dtype, length, documents, system = cell
         vllm = RESULTS.get((*cell[:4], "vllm"))
         ratio = f"{vllm['seconds'] / r['seconds']:.2f}x" if system == "grumem" and vllm else ""
         lines.append(f"{loop:9s} {dtype:9s} {length:6d} {documents:4d} {system:7s} {r['seconds']:8.1f} "
                      f"{r['tokens_per_s']:7.0f} {r['prompt_tokens']:8d} {r['generated_tokens']:6d} "
-                     f"{r['cached_tokens']:7d} {r['accuracy']:5.2f} {ratio:>11s}")
+                     f"{r['cached_tokens']:7d} {r['accuracy']:5.2f} {r['seconds'] / r['floor_s']:7.1f} {ratio:>11s}")
     return lines
 
 

@@ -32,20 +32,22 @@ std::tuple<at::Tensor, at::Tensor> rotary_embedding(const at::Tensor& positions,
   TORCH_CHECK(cos_sin_cache.scalar_type() == at::kFloat && positions.scalar_type() == at::kLong,
               "fp32 cache and int64 positions expected");
   TORCH_CHECK(q.scalar_type() == k.scalar_type(), "q and k must share a dtype");
-  const auto qc = q.contiguous(), kc = k.contiguous(), cache = cos_sin_cache.contiguous(), pos = positions.contiguous();
+  const auto qc = q.contiguous(), kc = k.contiguous();
+  const auto cache = cos_sin_cache.contiguous(), pos = positions.contiguous();
   const int64_t tokens = q.size(0), half = q.size(2) / 2, max_position = cache.size(0);
   auto q_out = at::empty_like(qc), k_out = at::empty_like(kc);
   const int64_t* pp = pos.data_ptr<int64_t>();
   for (int64_t t = 0; t < tokens; ++t) TORCH_CHECK(pp[t] >= 0 && pp[t] < max_position, "position out of range");
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "rotary_embedding", [&] {
     const float* cp = cache.data_ptr<float>();
+    const int64_t q_row = q.size(1) * 2 * half, k_row = k.size(1) * 2 * half;
+    const scalar_t *qp = qc.data_ptr<scalar_t>(), *kp = kc.data_ptr<scalar_t>();
+    scalar_t *qo = q_out.data_ptr<scalar_t>(), *ko = k_out.data_ptr<scalar_t>();
     at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const float* cos = cp + pp[t] * 2 * half;
-        rotate_rows(qc.data_ptr<scalar_t>() + t * q.size(1) * 2 * half, q_out.data_ptr<scalar_t>() + t * q.size(1) * 2 * half,
-                    q.size(1), half, cos, cos + half);
-        rotate_rows(kc.data_ptr<scalar_t>() + t * k.size(1) * 2 * half, k_out.data_ptr<scalar_t>() + t * k.size(1) * 2 * half,
-                    k.size(1), half, cos, cos + half);
+        rotate_rows(qp + t * q_row, qo + t * q_row, q.size(1), half, cos, cos + half);
+        rotate_rows(kp + t * k_row, ko + t * k_row, k.size(1), half, cos, cos + half);
       }
     });
   });

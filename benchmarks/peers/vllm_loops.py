@@ -40,7 +40,7 @@ class Counter:
     """What a loop submitted and got back, for tokens/s."""
 
     def __init__(self):
-        self.prompt_tokens = self.generated_tokens = self.cached_tokens = 0
+        self.prompt_tokens = self.generated_tokens = self.cached_tokens = self.turns = 0
 
 
 def memagent_loop(generate, prompts: PromptBuilder, eos: int, samples, config: AgentConfig) -> list[list[int]]:
@@ -110,6 +110,7 @@ class VllmLoops:
             counter.prompt_tokens += sum(map(len, prompts))
             counter.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
             counter.cached_tokens += sum(o.num_cached_tokens or 0 for o in outputs)
+            counter.turns += len(prompts)
             return [list(o.outputs[0].token_ids) for o in outputs]
 
         prompts = PromptBuilder(self.tokenizer, config.mode, config.layout)
@@ -122,7 +123,7 @@ class VllmLoops:
         scores = [score(s, extract_answer(self.tokenizer.decode(ids, skip_special_tokens=True))[0])
                   for s, ids in zip(samples, answers)]
         return {"system": f"vllm-{loop}", "loop": loop, "task": task, "documents": documents, "length": length,
-                "seconds": seconds, "prompt_tokens": counter.prompt_tokens,
+                "seconds": seconds, "prompt_tokens": counter.prompt_tokens, "turns": counter.turns,
                 "generated_tokens": counter.generated_tokens, "cached_tokens": counter.cached_tokens,
                 "accuracy": sum(scores) / len(scores), "engine_start_s": self.engine_start_s}
 
