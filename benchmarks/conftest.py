@@ -57,6 +57,7 @@ def pytest_addoption(parser):
     group.addoption("--peer-dtypes", default="float32,bfloat16", help="bench_peers: dtypes")
     group.addoption("--peer-lengths", default="8192,32768", help="bench_peers: context tokens per document")
     group.addoption("--peer-documents", default="4,16,64", help="bench_peers: documents in flight")
+    group.addoption("--peer-rounds", type=int, default=3, help="bench_peers: rounds per cell, systems alternating")
 
 
 _AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}

@@ -1,26 +1,38 @@
 """bench_peers' results, shared with conftest's end-of-run summary: the side-by-side table."""
 import torch
 
-RESULTS: dict[tuple, dict] = {}  # (loop, dtype, length, documents, system) -> the run's measures
+RESULTS: dict[tuple, list[dict]] = {}  # (loop, dtype, length, documents, system) -> each round's measures
 STARTS: dict[tuple, float] = {}  # (system, dtype) -> engine start seconds
 
 
 def summary_lines() -> list[str]:
-    """Each cell's two systems and grumem's speed-up over vLLM (vLLM's loop seconds / grumem's)."""
+    """Per cell and system, the median round (wall time with the rounds' spread) and grumem's speed-up over vLLM:
+    the ratio of medians, with the range of the per-round ratios (round i of one system against round i of the
+    other, run back to back)."""
     if not RESULTS:
         return []
     lines = [f"processor: {processor()}; engine start: " + ", ".join(
         f"{system} {dtype} {seconds:.1f} s" for (system, dtype), seconds in sorted(STARTS.items()))]
-    lines.append(f"{'loop':9s} {'dtype':9s} {'length':>6s} {'docs':>4s} {'system':7s} {'wall s':>8s} {'tok/s':>7s} "
-                 f"{'prompt':>8s} {'gen':>6s} {'cached':>7s} {'acc':>5s} {'x floor':>7s} {'grumem/vllm':>11s}")
-    for cell, r in RESULTS.items():
-        loop, dtype, length, documents, system = cell
-        vllm = RESULTS.get((*cell[:4], "vllm"))
-        ratio = f"{vllm['seconds'] / r['seconds']:.2f}x" if system == "grumem" and vllm else ""
-        lines.append(f"{loop:9s} {dtype:9s} {length:6d} {documents:4d} {system:7s} {r['seconds']:8.1f} "
-                     f"{r['tokens_per_s']:7.0f} {r['prompt_tokens']:8d} {r['generated_tokens']:6d} "
-                     f"{r['cached_tokens']:7d} {r['accuracy']:5.2f} {r['seconds'] / r['floor_s']:7.1f} {ratio:>11s}")
+    lines.append(f"{'loop':9s} {'dtype':9s} {'length':>6s} {'docs':>4s} {'system':7s} {'wall s (spread)':>19s} "
+                 f"{'tok/s':>6s} {'prompt':>7s} {'gen':>6s} {'cached':>7s} {'acc':>5s} {'x floor':>7s} "
+                 f"{'grumem/vllm (range)':>20s}")
+    for key, rounds in RESULTS.items():
+        loop, dtype, length, documents, system = key
+        r = median_round(rounds)
+        seconds = sorted(x["seconds"] for x in rounds)
+        spread = f"{r['seconds']:.1f} ({seconds[0]:.0f}-{seconds[-1]:.0f})"
+        ratio, vllm = "", RESULTS.get((*key[:4], "vllm"))
+        if system == "grumem" and vllm:
+            per_round = sorted(v["seconds"] / g["seconds"] for g, v in zip(rounds, vllm))
+            ratio = f"{median_round(vllm)['seconds'] / r['seconds']:.2f}x ({per_round[0]:.2f}-{per_round[-1]:.2f})"
+        lines.append(f"{loop:9s} {dtype:9s} {length:6d} {documents:4d} {system:7s} {spread:>19s} "
+                     f"{r['tokens_per_s']:6.0f} {r['prompt_tokens']:7d} {r['generated_tokens']:6d} "
+                     f"{r['cached_tokens']:7d} {r['accuracy']:5.2f} {r['seconds'] / r['floor_s']:7.1f} {ratio:>20s}")
     return lines
+
+
+def median_round(rounds: list[dict]) -> dict:
+    return sorted(rounds, key=lambda r: r["seconds"])[(len(rounds) - 1) // 2]
 
 
 def processor() -> str:
