@@ -3,8 +3,9 @@
 Cells: loop (memagent: MemAgent's loop; gated: GRU-Mem in the paper layout on the model's own gates) x documents in
 flight x context tokens x dtype, --peer-rounds times. Within a round the two systems run back to back on the same
 questions (NIAH single 1, chunk 1024, memory <= 256, greedy, identical prompt token ids), so each round's ratio
-compares like with like on a machine whose speed drifts; the table gives medians and the rounds' spread. vLLM runs in its own venv (benchmarks/peers/setup_vllm.sh) as a worker process that keeps one
-engine per dtype; its engine start is reported apart from the loops. tokens/s = (prompt tokens submitted +
+compares like with like on a machine whose speed drifts; the table gives medians and the rounds' spread. vLLM runs
+in its own venv (benchmarks/peers/setup_vllm.sh) as a worker process that keeps one engine per dtype; its engine
+start is reported apart from the loops. tokens/s = (prompt tokens submitted +
 generated tokens) / loop seconds; "x floor" is the loop's time over its floor on this CPU (loop_floor.py).
 
   .venv/bin/python -m pytest benchmarks/bench_peers.py --peer-documents 4,16 --peer-lengths 8192 \
