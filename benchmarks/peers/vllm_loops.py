@@ -3,7 +3,7 @@
 - memagent: MemAgent's loop as MemAgent's own code drives vLLM: every live document's next turn in one `generate`
   call, prefix caching on, greedy; the memory is each turn's whole response.
 - gated: the GRU-Mem loop in the paper layout on the model's own gates, each memory turn decoded under vLLM's
-  structured outputs (xgrammar) with a regex of grumem's four-tag format (`TURN_REGEX`); the memory changes only on
+  structured outputs (xgrammar) with a regex of grumem's four-tag format (`turn_regex`); the memory changes only on
   <check>yes</check> and <next>end</next> stops reading. A regex counts characters, not tokens: grumem's token caps
   become character caps of CHARS_PER_TOKEN per token, and the turn's max_tokens is grumem's.
 
@@ -43,39 +43,41 @@ class Counter:
         self.prompt_tokens = self.generated_tokens = self.cached_tokens = self.turns = 0
 
 
-def memagent_loop(generate, prompts: PromptBuilder, eos: int, samples, config: AgentConfig) -> list[list[int]]:
-    """The answer-turn output ids per sample; `generate(prompt_ids_list, max_tokens, regex)` -> output ids."""
-    questions = [prompts.encode(s.question) for s in samples]
-    chunks = [chunk_document(s.context_ids, config.chunk_tokens) for s in samples]
-    memories = [prompts.no_memory_ids] * len(samples)
-    for turn in range(max(map(len, chunks))):
-        live = [i for i in range(len(samples)) if turn < len(chunks[i])]
-        outputs = generate([prompts.memory_prompt(questions[i], memories[i], chunks[i][turn]) for i in live],
-                           config.memory_tokens, None)
-        for i, ids in zip(live, outputs):
-            memories[i] = ids[:-1] if ids and ids[-1] == eos else ids
-    return generate([prompts.answer_prompt(q, m) for q, m in zip(questions, memories)], config.answer_tokens, None)
-
-
-def gated_loop(generate, prompts: PromptBuilder, piece, samples, config: AgentConfig) -> list[list[int]]:
-    """The same, gated: documents that said end leave the batch; the memory changes only on yes."""
+def memory_loop(generate, prompts: PromptBuilder, samples, config: AgentConfig, read_turn, max_tokens: int,
+                regex: str | None) -> list[list[int]]:
+    """The answer-turn output ids per sample. Each turn batches every document still reading;
+    `generate(prompt_ids_list, max_tokens, regex)` -> output ids per prompt, and `read_turn(output_ids, memory)` ->
+    (the memory after the turn, whether the document reads on)."""
     questions = [prompts.encode(s.question) for s in samples]
     chunks = [chunk_document(s.context_ids, config.chunk_tokens) for s in samples]
     memories = [prompts.no_memory_ids] * len(samples)
     reading = [bool(c) for c in chunks]
-    regex = turn_regex(config)
     for turn in range(max(map(len, chunks))):
         live = [i for i in range(len(samples)) if reading[i] and turn < len(chunks[i])]
         if not live:
             break
         outputs = generate([prompts.memory_prompt(questions[i], memories[i], chunks[i][turn]) for i in live],
-                           config.memory_turn_tokens, regex)
+                           max_tokens, regex)
         for i, ids in zip(live, outputs):
-            parsed = parse_turn(ids, piece)
-            if parsed.check == "yes" and parsed.memory_ids:
-                memories[i] = parsed.memory_ids
-            reading[i] = parsed.next != "end"
+            memories[i], reading[i] = read_turn(ids, memories[i])
     return generate([prompts.answer_prompt(q, m) for q, m in zip(questions, memories)], config.answer_tokens, None)
+
+
+def memagent_loop(generate, prompts: PromptBuilder, eos: int, samples, config: AgentConfig) -> list[list[int]]:
+    """MemAgent: the memory is each turn's whole response, and every chunk is read."""
+    def read_turn(ids: list[int], memory: list[int]) -> tuple[list[int], bool]:
+        return (ids[:-1] if ids and ids[-1] == eos else ids), True
+
+    return memory_loop(generate, prompts, samples, config, read_turn, config.memory_tokens, None)
+
+
+def gated_loop(generate, prompts: PromptBuilder, piece, samples, config: AgentConfig) -> list[list[int]]:
+    """GRU-Mem: the memory changes only on yes; a document that says end stops reading."""
+    def read_turn(ids: list[int], memory: list[int]) -> tuple[list[int], bool]:
+        parsed = parse_turn(ids, piece)
+        return (parsed.memory_ids if parsed.check == "yes" and parsed.memory_ids else memory), parsed.next != "end"
+
+    return memory_loop(generate, prompts, samples, config, read_turn, config.memory_turn_tokens, turn_regex(config))
 
 
 class VllmLoops:
