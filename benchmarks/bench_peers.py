@@ -98,7 +98,7 @@ def floor_inputs(request) -> dict:
 @pytest.fixture(scope="session")
 def peer_engines(floor_inputs):
     """Engines by (system, dtype), each started once; engine start seconds recorded apart."""
-    built, starts = {}, {}
+    built = {}
 
     def get(system: str, dtype: str):
         if (system, dtype) not in built:
@@ -107,12 +107,11 @@ def peer_engines(floor_inputs):
                 if not VLLM_PYTHON.exists():
                     pytest.skip("vLLM is not set up: bash benchmarks/peers/setup_vllm.sh")
                 built[system, dtype] = VllmWorker(dtype)
-                starts[system, dtype] = built[system, dtype].engine_start_s
+                STARTS[system, dtype] = built[system, dtype].engine_start_s
             else:
                 built[system, dtype] = LLM(dtype=dtype, max_num_batched_tokens=4096, max_num_seqs=64,
                                            kv_cache_memory_gb=KV_CACHE_GB)
-                starts[system, dtype] = time.perf_counter() - start
-            STARTS.update(starts)
+                STARTS[system, dtype] = time.perf_counter() - start
         return built[system, dtype]
 
     yield get
