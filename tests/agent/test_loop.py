@@ -290,14 +290,15 @@ def test_progress_advances_as_each_document_finishes(tokenizer, monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr("grumem.agent.loop.tqdm", Bar)
+    monkeypatch.setattr("grumem.agent.loop_run.tqdm", Bar)
     llm = ScriptedLLM(tokenizer, scripted)
     short = Sample("test", 1, three_chunk_sample(tokenizer).context_ids[:8], "Which chunk?", ["x"], [], "sub_em")
     config = AgentConfig(chunk_tokens=8, exit_gate=False, gate_prior_threshold=None)
     MemoryAgent(llm, config).run([three_chunk_sample(tokenizer), short])
     # the one-chunk document is done after its memory and answer turns (step 2), the other after four turns
     assert [(step, n) for step, n, _ in events] == [(2, 1), (4, 1)]
-    assert events[0][2] == {"turns": 2, "chunks": 2}  # shown after step 1, while both were in flight
+    # the counts are current when a document closes: four turns (three of them chunks) of steps 1 and 2
+    assert events[0][2] == {"turns": 4, "chunks": 3}
 
 
 def test_turns_in_flight_go_before_new_documents_on_the_real_engine(tiny_llama_path):

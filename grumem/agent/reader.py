@@ -1,0 +1,135 @@
+"""Reader: one trajectory through one document, turn by turn (loop_run.py submits its requests and hands each
+finished one back)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from grumem.agent import gate_prior
+from grumem.agent.format_processor import TurnFormat
+from grumem.agent.parsing import extract_answer, parse_turn
+from grumem.agent.trajectory import TurnRecord, Trajectory
+from grumem.engine import CompletionOutput, RequestOutput, SamplingParams
+from grumem.engine.seeding import mix_seed
+from grumem.tasks import Sample, chunk_document, score
+
+if TYPE_CHECKING:
+    from grumem.agent.loop import MemoryAgent
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSampling:
+    """How one trajectory samples its turns; `seed` starts its own stream (None: the engine's shared generator)."""
+
+    temperature: float
+    top_p: float
+    seed: int | None
+
+    def turn_seed(self, turn: int) -> int | None:
+        return None if self.seed is None else mix_seed(self.seed, turn)
+
+
+class Reader:
+    """Its memory, the chunk it is at, the request of its next turn, and what its turns recorded."""
+
+    def __init__(self, agent: MemoryAgent, sample: Sample, traj: Trajectory, sampling: TurnSampling):
+        self.agent, self.sample, self.traj, self.sampling = agent, sample, traj, sampling
+        config = agent.config
+        self.question_ids = agent.prompts.encode(sample.question)
+        self.chunks = chunk_document(sample.context_ids, config.chunk_tokens)
+        self.memory_ids = agent.prompts.no_memory_ids
+        self.chunk_index, self.pinned, self.done = 0, [], False
+        self.evidence_offset: float | None = None  # the gate prior's, once the baseline is scored
+        traj.num_chunks = len(self.chunks)
+        traj.evidence_chunks = sample.evidence_chunks(config.chunk_tokens) if sample.evidence_spans else []
+        traj.distractor_chunks = sample.distractor_chunks(config.chunk_tokens)
+        self.started = time.perf_counter()
+
+    def problem(self) -> str | None:
+        if not self.chunks:
+            return "empty document: nothing to read"
+        if len(self.question_ids) > self.agent.config.chunk_tokens:
+            return (f"question of {len(self.question_ids)} tokens is longer than the chunk budget "
+                    f"({self.agent.config.chunk_tokens} tokens)")
+        return None
+
+    def baseline_request(self) -> tuple[list[int], SamplingParams]:
+        """The question after an empty section, scored: the gate prior's baseline."""
+        prompt, (start, end) = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids, [])
+        return prompt[:end], SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=(start, end))
+
+    def set_baseline(self, question_logprobs: list[float]) -> None:
+        self.evidence_offset = gate_prior.evidence_offset(question_logprobs, self.agent.config.gate_prior_threshold)
+
+    def memory_request(self, n: int = 1) -> tuple[list[int], SamplingParams]:
+        config = self.agent.config
+        prompt, span = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids,
+                                                               self.chunks[self.chunk_index])
+        processors, prior = {}, config.uses_gate_prior
+        if config.memory_format is not None:
+            args = replace(config.memory_format, evidence_offset=self.evidence_offset if prior else None)
+            processors[TurnFormat.name] = args
+        params = SamplingParams(
+            temperature=self.sampling.temperature, top_p=self.sampling.top_p, max_tokens=config.memory_turn_tokens,
+            n=n, seed=self.sampling.turn_seed(len(self.traj.turns)), prompt_logprobs=span if prior else None,
+            logits_processors=processors,
+        )
+        return prompt, params
+
+    def answer_request(self) -> tuple[list[int], SamplingParams]:
+        params = SamplingParams(temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+                                max_tokens=self.agent.config.answer_tokens,
+                                seed=self.sampling.turn_seed(len(self.traj.turns)))
+        return self.agent.prompts.answer_prompt(self.question_ids, self.memory_ids), params
+
+    def on_output(self, output: RequestOutput, completion: CompletionOutput, submitted: float):
+        """Records the finished turn; returns the next (prompt, params), or None when the answer is in."""
+        is_answer = self.chunk_index >= len(self.chunks)
+        record = TurnRecord(
+            "answer" if is_answer else "memory", -1 if is_answer else self.chunk_index, output.prompt_token_ids,
+            completion.token_ids, completion.logprobs, completion.roles, completion.finish_reason,
+            num_cached_tokens=output.num_cached_tokens, seconds=time.perf_counter() - submitted,
+        )
+        if output.prompt_logprobs is not None and self.evidence_offset is not None:
+            record.gate_prior = gate_prior.evidence(output.prompt_logprobs, self.evidence_offset)
+        self.traj.turns.append(record)
+        if is_answer:
+            self._record_answer(completion)
+            return None
+        self._update_memory(record)
+        if not self.pinned:
+            self.pinned = self.agent.llm.pin_prefix(self.agent.prompts.document_prefix(self.question_ids))
+        self.traj.stop_chunk = self.chunk_index
+        stop = self.agent.config.uses_exit_gate and record.next == "end"
+        self.chunk_index = len(self.chunks) if stop else self.chunk_index + 1
+        return self.answer_request() if self.chunk_index >= len(self.chunks) else self.memory_request()
+
+    def _update_memory(self, record: TurnRecord) -> None:
+        ids = record.output_ids
+        if self.agent.config.mode == "memagent":
+            eos = self.agent.llm.eos_token_id
+            self.memory_ids = ids[:-1] if ids and ids[-1] == eos else ids
+        else:
+            turn = parse_turn(ids, self.agent.turn_format.grammar.piece)
+            record.check, record.next, record.well_formed = turn.check, turn.next, turn.well_formed
+            if turn.check == "yes" and turn.memory_ids:
+                self.memory_ids = turn.memory_ids
+        if self.sample.evidence_spans:
+            record.has_evidence = record.chunk_index in self.traj.evidence_chunks
+        record.has_distractor = record.chunk_index in self.traj.distractor_chunks
+        record.memory_tokens = len(self.memory_ids)
+
+    def _record_answer(self, completion: CompletionOutput) -> None:
+        text = self.agent.llm.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        self.traj.answer, self.traj.boxed = extract_answer(text)
+        if self.sample.answers:
+            self.traj.score = score(self.sample, self.traj.answer)
+
+    def finish(self, error: str | None = None, aborted: bool = False) -> None:
+        self.traj.error, self.traj.aborted = error, aborted
+        self.traj.seconds = time.perf_counter() - self.started
+        if self.pinned:
+            self.agent.llm.unpin(self.pinned)
+            self.pinned = []
+        self.done = True
