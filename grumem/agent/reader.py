@@ -118,7 +118,7 @@ class Reader:
         if self.sample.evidence_spans:
             record.has_evidence = record.chunk_index in self.traj.evidence_chunks
         record.has_distractor = record.chunk_index in self.traj.distractor_chunks
-        record.memory_tokens = len(self.memory_ids)
+        record.memory_ids = self.memory_ids
 
     def _record_answer(self, completion: CompletionOutput) -> None:
         text = self.agent.llm.tokenizer.decode(completion.token_ids, skip_special_tokens=True)

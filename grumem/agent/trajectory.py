@@ -19,9 +19,13 @@ class TurnRecord:
     has_evidence: bool | None = None  # whether the chunk holds evidence, when the sample is labelled
     has_distractor: bool = False  # whether it holds a distractor (and no evidence)
     gate_prior: float | None = None  # the evidence log-likelihood ratio minus its threshold, added to the gate logits
-    memory_tokens: int = 0  # memory length after this turn
+    memory_ids: list[int] = field(default_factory=list)  # the memory after this turn
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
     seconds: float = 0.0  # wall time from enqueue to finish
+
+    @property
+    def memory_tokens(self) -> int:
+        return len(self.memory_ids)
 
 
 @dataclass

@@ -3,6 +3,7 @@
   grumem run                                  NIAH on the embedded SmolLM2, gated loop with exit gate
   grumem ask --doc FILE --question "..."      one document; --batch FILE.jsonl for many at once
   grumem eval --lengths 4096,8192             memagent vs grumem without and with the exit gate, with speed-ups
+  grumem serve --port 8000                    an HTTP server: OpenAI's completions and chat, /generate, /v1/memory
   grumem train --warm-start-steps 100 --steps 10 --save DIR
                                               the loop learns its gates: a supervised warm start on labelled
                                               turns, then Multi-Conv DAPO (RL, GRU-Mem's rewards)
@@ -12,9 +13,9 @@ Every argument is checked before the model loads: a bad one stops with a one-lin
 import argparse
 import sys
 
-from grumem.cli import ask, eval, run, train
+from grumem.cli import ask, eval, run, serve, train
 
-SUBCOMMANDS = (run, ask, eval, train)
+SUBCOMMANDS = (run, ask, eval, train, serve)
 
 
 def main(argv: list[str] | None = None) -> None:

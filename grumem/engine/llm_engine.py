@@ -4,19 +4,22 @@
 `generate` runs a list of prompts to completion on top of it.
 """
 import itertools
+import os
 import time
 from collections.abc import Iterable
 
 import torch
 from tqdm.auto import tqdm
 
-from grumem.engine import prompt_logprobs
+from grumem.engine import prompt_logprobs, top_logprobs
+from grumem.engine.adapters import CONFIG_FILE as ADAPTER_CONFIG, merge_adapter, read_adapter
 from grumem.engine.block_manager import BlockManager
+from grumem.engine.loader import checkpoint_tensors
 from grumem.engine.config import Config
 from grumem.engine.logits_processor import LogitsProcessor
 from grumem.engine.model_runner import ModelRunner
-from grumem.engine.models.registry import DEFAULT_MODEL, load_tokenizer
-from grumem.engine.outputs import EngineStats, RequestOutput
+from grumem.engine.models.registry import DEFAULT_MODEL, checkpoint_path, load_tokenizer
+from grumem.engine.outputs import EngineLoad, EngineStats, RequestOutput
 from grumem.engine.sampler import Sampler
 from grumem.engine.scheduler import ScheduledBatch, Scheduler
 from grumem.engine.sampling_params import SamplingParams
@@ -100,6 +103,16 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
+    def partial_output(self, request_id: str) -> RequestOutput | None:
+        """What a request in flight has produced so far (for streaming); None when it is not in flight."""
+        request = self.requests.get(request_id)
+        return None if request is None else request.to_output()
+
+    def load(self) -> EngineLoad:
+        scheduler, blocks = self.scheduler, self.model_runner.num_blocks
+        return EngineLoad(len(scheduler.running), len(scheduler.waiting),
+                          blocks - self.block_manager.num_free_blocks, blocks)
+
     def abort(self, request_ids: Iterable[str] | None = None) -> list[RequestOutput]:
         """Stops the given requests (every one when None) wherever they are and frees their blocks; returns their
         partial outputs, the stopped sequences with finish_reason "abort". Ids not in flight are ignored."""
@@ -151,6 +164,7 @@ class LLMEngine:
             logits, [s.params.temperature for s in seqs], [s.params.top_p for s in seqs],
             [s.generator for s in seqs], forced,
         )
+        top_logprobs.record(logits, seqs, token_ids)
         for seq, token_id, logprob in zip(seqs, token_ids, logprobs):
             roles = [processor.observe(state, token_id) for processor, state in seq.logits_states]
             seq.append_token(token_id, logprob, max(roles, default=TokenRole.SAMPLED))
@@ -202,6 +216,7 @@ class LLMEngine:
             self.stats.decode_seconds += seconds
         self.stats.num_preemptions = self.scheduler.num_preemptions
         self.stats.num_cached_tokens = self.scheduler.num_cached_tokens
+        self.stats.num_queried_tokens = self.scheduler.num_queried_tokens
 
     def _fail_unschedulable(self) -> list[RequestOutput]:
         """Nothing can run: the head request needs more free blocks than exist (pinned prefixes hold the rest)."""
@@ -250,6 +265,20 @@ class LLMEngine:
             raise RuntimeError("update_weights needs an idle engine: finish or abort the requests in flight first")
         self.model_runner.update_weights(named_tensors)
         self.reset_prefix_cache()
+
+    def load_weights(self, folder: str) -> None:
+        """update_weights from a Hugging Face checkpoint folder of this model, or from a LoRA adapter folder (peft's)
+        merged into the base checkpoint the engine was started from."""
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no checkpoint folder {folder!r}")
+        if os.path.isfile(os.path.join(folder, ADAPTER_CONFIG)):
+            base = checkpoint_path(self.config.model)
+            if base is None:
+                raise ValueError(f"{self.config.model!r} has random weights: an adapter needs its base checkpoint")
+            tensors = merge_adapter(checkpoint_tensors(base), read_adapter(folder))
+        else:
+            tensors = checkpoint_tensors(folder)
+        self.update_weights(tensors)
 
     def reset_prefix_cache(self) -> None:
         self.block_manager.reset_prefix_cache()

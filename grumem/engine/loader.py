@@ -70,7 +70,7 @@ def init_random_weights(model: nn.Module, seed: int, std: float = 0.02) -> None:
                 param.normal_(0.0, std, generator=generator)
 
 
-def _checkpoint_tensors(path: str):
+def checkpoint_tensors(path: str):
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {path!r}")
@@ -86,7 +86,7 @@ def _checkpoint_tensors(path: str):
 def load_weights(model: LlamaForCausalLM, path: str, adapter: str | None = None) -> None:
     """Copies every checkpoint tensor into its (possibly packed) parameter, a LoRA adapter merged in; fails if any
     parameter is left unset."""
-    tensors = _checkpoint_tensors(path)
+    tensors = checkpoint_tensors(path)
     if adapter is not None:
         tensors = merge_adapter(tensors, read_adapter(adapter))
     loaded = load_named_tensors(model, tensors)

@@ -2,6 +2,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_TOP_LOGPROBS = 20
+
 
 @dataclass(slots=True)
 class SamplingParams:
@@ -13,6 +15,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     prompt_logprobs: tuple[int, int] | None = None  # (start, end): return the logprobs of these prompt tokens
+    logprobs: int | None = None  # k: report the k likeliest tokens at each output position (CompletionOutput)
     # {registered processor name: its args}: per-request logits work, see engine/logits_processor.py
     logits_processors: dict[str, Any] = field(default_factory=dict)
 
@@ -25,6 +28,8 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
         if self.prompt_logprobs is not None:
             start, end = self.prompt_logprobs
             if not 1 <= start < end:

@@ -31,6 +31,7 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.num_preemptions = 0
         self.num_cached_tokens = 0  # tokens served by the prefix cache at admission
+        self.num_queried_tokens = 0  # tokens looked up in it at admission
         self._arrival = itertools.count()
 
     def is_finished(self) -> bool:
@@ -71,6 +72,7 @@ class Scheduler:
                     break
                 self.block_manager.allocate(seq)
                 self.num_cached_tokens += seq.num_computed_tokens
+                self.num_queried_tokens += len(seq)
                 if seq.num_output_tokens == 0:
                     seq.num_prefix_cached_tokens = seq.num_computed_tokens
             num_new = min(len(seq) - seq.num_computed_tokens, budget)

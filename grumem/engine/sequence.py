@@ -1,12 +1,13 @@
 """A sequence in flight (token ids, KV blocks, sampling state, what it produced) and the request that owns it."""
 import itertools
+import time
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any
 
 import torch
 
-from grumem.engine.outputs import CompletionOutput, RequestOutput
+from grumem.engine.outputs import CompletionOutput, RequestOutput, RequestTimes
 from grumem.engine.sampling_params import SamplingParams
 from grumem.engine.seeding import mix_seed
 
@@ -42,6 +43,8 @@ class Sequence:
         self.num_prefix_cached_tokens = 0  # prompt tokens served by the prefix cache at first admission
         self.output_logprobs: list[float] = []
         self.output_roles: list[int] = []
+        self.output_top_logprobs: list[dict[int, float]] = []  # with params.logprobs
+        self.first_token_time: float | None = None
         self.prompt_logprobs: list[float] = []  # of the prompt tokens in params.prompt_logprobs, as computed
         self.finish_reason: str | None = None
         self.logits_states: list[tuple[Any, Any]] = []  # (LogitsProcessor, this sequence's state in it)
@@ -84,6 +87,8 @@ class Sequence:
         return self.token_ids[i * block_size : (i + 1) * block_size]
 
     def append_token(self, token_id: int, logprob: float, role: int) -> None:
+        if self.first_token_time is None:
+            self.first_token_time = time.perf_counter()
         self.token_ids.append(token_id)
         self.output_logprobs.append(logprob)
         self.output_roles.append(role)
@@ -98,16 +103,23 @@ class Request:
     params: SamplingParams
     seqs: list[Sequence] = field(default_factory=list)
     forked: bool = False
+    arrival_time: float = field(default_factory=time.perf_counter)
 
     def to_output(self, error: str | None = None) -> RequestOutput:
+        """What it produced so far (everything, once its sequences are finished)."""
+        wants_top = self.params.logprobs is not None
         outputs = [
-            CompletionOutput(s.index, s.output_token_ids, s.output_logprobs, s.output_roles,
+            CompletionOutput(s.index, s.output_token_ids, list(s.output_logprobs), list(s.output_roles),
                              "error" if error else s.finish_reason,
-                             {processor.name: processor.output(state) for processor, state in s.logits_states})
+                             {processor.name: processor.output(state) for processor, state in s.logits_states},
+                             list(s.output_top_logprobs) if wants_top else None)
             for s in sorted(self.seqs, key=lambda s: s.index)
         ]
         first = self.seqs[0]
         complete = self.params.prompt_logprobs is not None and not first.owes_prompt_logprobs
         prompt_logprobs = first.prompt_logprobs if complete else None
+        first_tokens = [s.first_token_time for s in self.seqs if s.first_token_time is not None]
+        finished = time.perf_counter() if all(s.is_finished for s in self.seqs) else None
+        times = RequestTimes(self.arrival_time, min(first_tokens, default=None), finished)
         return RequestOutput(self.request_id, self.prompt_token_ids, outputs, first.num_prefix_cached_tokens, error,
-                             prompt_logprobs)
+                             prompt_logprobs, times)

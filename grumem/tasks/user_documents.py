@@ -92,8 +92,14 @@ def user_sample(tokenizer: PreTrainedTokenizerBase, text: str, question: str, an
     """A document text and its question as a sample (no evidence labels; scored by sub_em when answers are given)."""
     if not text.strip():
         raise ValueError(f"{where}empty document: no text to read")
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    return Sample("ask", index, ids, check_question(question, where), check_answers(answers, where), [], "sub_em")
+    return token_sample(tokenizer.encode(text, add_special_tokens=False), question, answers, index, where)
+
+
+def token_sample(ids: list[int], question: str, answers: list[str], index: int = 0, where: str = "") -> Sample:
+    """A tokenised document and its question as a sample."""
+    if not ids:
+        raise ValueError(f"{where}empty document: no tokens to read")
+    return Sample("ask", index, list(ids), check_question(question, where), check_answers(answers, where), [], "sub_em")
 
 
 def batch_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], number: int, index: int) -> Sample:

@@ -1,0 +1,101 @@
+"""POST /v1/memory: one document and its question through the memory loop, in the engine's shared batch.
+
+Returns the answer and the per-turn trace (gates, the memory after each turn as ids and text, tokens prefilled /
+served from the prefix cache / decoded, seconds); with `stream: true`, one server-sent event per turn and the
+result last. A client that disconnects cancels the whole loop (its requests are aborted, its pins released).
+"""
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from grumem.agent import AgentConfig, MemoryAgent, Trajectory, TurnRecord
+from grumem.serve.http import SSE_DONE, BadRequest, ServerState, new_id, server, sse, unless_disconnected
+from grumem.serve.protocol import MemoryRequest
+from grumem.tasks import Sample
+from grumem.tasks.user_documents import token_sample, user_sample
+
+router = APIRouter()
+
+
+@router.post("/v1/memory")
+async def memory(body: MemoryRequest, request: Request):
+    s = server(request)
+    config = AgentConfig(**body.loop_settings())
+    sample = _sample(s, body)
+    rid = body.rid or new_id("mem")
+    stream = s.loop.memory(rid, lambda on_turn, on_finish: _agent(s, config).new_run(
+        [sample], on_turn=on_turn, on_finish=on_finish))
+    if body.stream:
+        return StreamingResponse(_events(s, rid, stream), media_type="text/event-stream")
+
+    async def result():
+        async for final, payload in stream.events():
+            if final:
+                return payload
+
+    payload = await unless_disconnected(request, result(), lambda: s.loop.abort(rid))
+    return _result(s, rid, payload)
+
+
+def _sample(s: ServerState, body: MemoryRequest) -> Sample:
+    if body.document is not None:
+        return user_sample(s.tokenizer, body.document, body.question, body.answers)
+    vocab = s.llm.vocab_size
+    bad = next((t for t in body.document_ids if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise BadRequest(f"document token id {bad} is outside the vocabulary [0, {vocab})")
+    return token_sample(body.document_ids, body.question, body.answers)
+
+
+def _agent(s: ServerState, config: AgentConfig) -> MemoryAgent:
+    """One agent per loop setting (its prompt pieces are built once); called on the engine thread."""
+    key = repr(config)
+    agent = s.agents.get(key)
+    if agent is None:
+        agent = s.agents[key] = MemoryAgent(s.llm, config)
+    return agent
+
+
+async def _events(s: ServerState, rid: str, stream):
+    finished = False
+    try:
+        async for final, payload in stream.events():
+            if final:
+                yield sse({"result": _result(s, rid, payload)})
+            else:
+                _, trajectory, record = payload
+                yield sse({"turn": _turn(s, record)})
+        finished = True
+        yield SSE_DONE
+    finally:
+        if not finished:
+            s.loop.abort(rid)
+
+
+def _result(s: ServerState, rid: str, payload) -> dict:
+    if isinstance(payload, ValueError):
+        raise BadRequest(str(payload))
+    trajectory: Trajectory = payload[0][0]
+    s.metrics.observe_trajectory(trajectory)
+    if trajectory.error is not None and not trajectory.turns and not trajectory.aborted:
+        raise BadRequest(trajectory.error)  # rejected before reading: an empty document, a question too long
+    turns = [_turn(s, t) for t in trajectory.turns]
+    result = {"id": rid, "answer": trajectory.answer, "boxed": trajectory.boxed, "error": trajectory.error,
+              "aborted": trajectory.aborted, "chunks": trajectory.num_chunks, "stop_chunk": trajectory.stop_chunk,
+              "seconds": round(trajectory.seconds, 4), "turns": turns,
+              "usage": {name: sum(t[name] for t in turns) for name in ("prefilled", "cached", "decoded")},
+              "weight_version": s.loop.weight_version}
+    if trajectory.score is not None:
+        result.update(score=trajectory.score, correct=trajectory.score >= 1.0)
+    return result
+
+
+def _turn(s: ServerState, t: TurnRecord) -> dict:
+    turn = {"kind": t.kind, "chunk": t.chunk_index, "finish_reason": t.finish_reason,
+            "prefilled": len(t.prompt_ids) - t.num_cached_tokens, "cached": t.num_cached_tokens,
+            "decoded": len(t.output_ids), "seconds": round(t.seconds, 4)}
+    if t.kind == "memory":
+        turn.update(check=t.check, next=t.next, well_formed=t.well_formed, gate_prior=t.gate_prior,
+                    memory_ids=t.memory_ids, memory=s.tokenizer.decode(t.memory_ids, skip_special_tokens=True))
+    else:
+        turn["text"] = s.tokenizer.decode(t.output_ids, skip_special_tokens=True)
+    return turn

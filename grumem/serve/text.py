@@ -1,0 +1,48 @@
+"""Output text for the OpenAI endpoints: decoded as tokens arrive, cut at the first stop string (which is left out,
+as OpenAI does), and streamed only up to what can no longer change (a partial UTF-8 character or the start of a
+stop string is held back until the next tokens settle it)."""
+
+HELD_CHARACTER = "\ufffd"  # what a token ending inside a multi-byte character decodes to
+
+
+class TextOutput:
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.stopped = False  # a stop string was found: the output ends here
+        self.num_streamed = 0  # characters already sent
+
+    def update(self, token_ids: list[int]) -> None:
+        """Takes the output's token ids so far (a longer list each time; ignored once stopped)."""
+        if self.stopped:
+            return
+        self.token_ids = list(token_ids)
+        self.text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        cut = self._first_stop(self.text)
+        if cut is not None:
+            self.text, self.stopped = self.text[:cut], True
+            self.token_ids = self._tokens_through_stop()
+
+    def delta(self, final: bool) -> str:
+        """The text not yet streamed that is settled (all of it when final)."""
+        end = len(self.text)
+        if not final and not self.stopped:
+            if self.text.endswith(HELD_CHARACTER):
+                end -= 1
+            if self.stop:
+                end = max(self.num_streamed, end - (max(map(len, self.stop)) - 1))
+        new, self.num_streamed = self.text[self.num_streamed:end], max(self.num_streamed, end)
+        return new
+
+    def _first_stop(self, text: str) -> int | None:
+        found = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        return min(found, default=None)
+
+    def _tokens_through_stop(self) -> list[int]:
+        """The shortest prefix of the tokens whose text holds the stop string (the token that completed it last)."""
+        n = len(self.token_ids)
+        while n > 1 and self._first_stop(self.tokenizer.decode(self.token_ids[: n - 1], skip_special_tokens=True)) \
+                is not None:
+            n -= 1
+        return self.token_ids[:n]
