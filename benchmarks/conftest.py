@@ -58,6 +58,11 @@ def pytest_addoption(parser):
     group.addoption("--peer-lengths", default="8192,32768", help="bench_peers: context tokens per document")
     group.addoption("--peer-documents", default="4,16,64", help="bench_peers: documents in flight")
     group.addoption("--peer-rounds", type=int, default=3, help="bench_peers: rounds per cell, systems alternating")
+    group.addoption("--serve-documents", type=int, default=64, help="bench_serve: document-QA requests")
+    group.addoption("--serve-lengths", default="4096,8192", help="bench_serve: their lengths (split evenly)")
+    group.addoption("--serve-clients", type=int, default=16, help="bench_serve: concurrent clients")
+    group.addoption("--serve-load-requests", type=int, default=200, help="bench_serve: requests of the load run")
+    group.addoption("--serve-load-length", type=int, default=2048, help="bench_serve: their document length")
 
 
 _AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}

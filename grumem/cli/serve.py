@@ -1,5 +1,7 @@
 """grumem serve: the HTTP server (grumem/serve/) on one engine: OpenAI's /v1/completions and /v1/chat/completions,
 SGLang's /generate for RL clients, /v1/memory for the memory loop, /health and /metrics (Prometheus)."""
+import sys
+
 from grumem.cli.common import add_engine_args, check_engine_args, make_llm
 
 
@@ -32,5 +34,10 @@ def validate(args) -> None:
 def run(args) -> None:
     from grumem.serve import build_app, uvicorn_server
 
-    app = build_app(make_llm(args), args.served_model_name or args.model, args.max_queue, args.enable_control)
+    llm = make_llm(args)
+    name = args.served_model_name or args.model
+    app = build_app(llm, name, args.max_queue, args.enable_control)
+    host, port = args.socket.getsockname()[:2]
+    print(f"grumem serve: {name} on http://{host}:{port} ({llm.config.dtype}, {llm.config.device}); OpenAI "
+          "base_url /v1", file=sys.stderr, flush=True)
     uvicorn_server(app, args.log_level).run(sockets=[args.socket])

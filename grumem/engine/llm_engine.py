@@ -165,6 +165,7 @@ class LLMEngine:
             [s.generator for s in seqs], forced,
         )
         top_logprobs.record(logits, seqs, token_ids)
+        self.stats.num_generated_tokens += len(seqs)
         for seq, token_id, logprob in zip(seqs, token_ids, logprobs):
             roles = [processor.observe(state, token_id) for processor, state in seq.logits_states]
             seq.append_token(token_id, logprob, max(roles, default=TokenRole.SAMPLED))

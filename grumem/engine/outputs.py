@@ -41,7 +41,8 @@ class EngineStats:
     num_prefill_tokens: int = 0  # tokens computed in prefill steps
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache
     num_queried_tokens: int = 0  # prompt tokens looked up in the prefix cache (hit rate: cached / queried)
-    num_decode_tokens: int = 0
+    num_decode_tokens: int = 0  # tokens computed in decode steps
+    num_generated_tokens: int = 0  # tokens sampled (decode steps and each prompt's first token)
     num_prefill_steps: int = 0
     num_decode_steps: int = 0
     num_preemptions: int = 0

@@ -26,7 +26,7 @@ def build_app(llm: LLM, model_name: str, max_queue: int = 256, control: bool = F
     """`max_queue`: client requests held beyond the engine's max_num_seqs before new ones get 503."""
     TurnFormat.of(llm)  # /generate's gate constraint; registered before the engine thread owns the engine
     metrics = ServerMetrics(llm, held=lambda: loop.num_held)
-    loop = EngineLoop(llm, llm.config.max_num_seqs + max_queue, on_step=metrics.observe_outputs)
+    loop = EngineLoop(llm, llm.config.max_num_seqs + max_queue, on_finished=metrics.observe_outputs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

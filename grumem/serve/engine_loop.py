@@ -56,10 +56,11 @@ class _Run:
 
 
 class EngineLoop:
-    def __init__(self, llm: LLM, max_requests: int, on_step: Callable[[list[RequestOutput]], None] | None = None):
+    def __init__(self, llm: LLM, max_requests: int,
+                 on_finished: Callable[[list[RequestOutput]], None] | None = None):
         """`max_requests`: plain requests and memory runs held at once (running or waiting); beyond it, Overloaded.
-        `on_step` sees every step's finished outputs on the engine thread (metrics)."""
-        self.llm, self.max_requests, self.on_step = llm, max_requests, on_step
+        `on_finished` sees every engine request that ends (finished by a step or aborted), on the engine thread."""
+        self.llm, self.max_requests, self.on_finished = llm, max_requests, on_finished
         self.weight_version = 0
         self.paused = False
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -144,8 +145,7 @@ class EngineLoop:
                 log.exception("engine step failed; aborting everything in flight")
                 self._abort(None, f"engine error: {type(e).__name__}: {e}")
                 continue
-            if self.on_step is not None:
-                self.on_step(outputs)
+            self._report(outputs)
             self._dispatch(outputs)
             self._send_partials()
         self._drain()
@@ -254,9 +254,16 @@ class EngineLoop:
         return len(clients) + len(runs)
 
     def _abort_requests(self, request_ids: list[str], error: str | None = None) -> None:
-        for output in self.llm.abort([i for i in request_ids if i in self._streams]):
+        outputs = self.llm.abort([i for i in request_ids if i in self._streams])
+        for output in outputs:
             output.error = error
+        self._report(outputs)
+        for output in outputs:
             self._finish_request(output)
+
+    def _report(self, outputs: list[RequestOutput]) -> None:
+        if self.on_finished is not None and outputs:
+            self.on_finished(outputs)
 
 
 def _settle(future: Future, fn: Callable[[], Any]) -> None:

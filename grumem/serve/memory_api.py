@@ -4,6 +4,8 @@ Returns the answer and the per-turn trace (gates, the memory after each turn as 
 served from the prefix cache / decoded, seconds); with `stream: true`, one server-sent event per turn and the
 result last. A client that disconnects cancels the whole loop (its requests are aborted, its pins released).
 """
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -20,7 +22,7 @@ router = APIRouter()
 async def memory(body: MemoryRequest, request: Request):
     s = server(request)
     config = AgentConfig(**body.loop_settings())
-    sample = _sample(s, body)
+    sample = await asyncio.to_thread(_sample, s, body)  # a long document tokenises off the event loop
     rid = body.rid or new_id("mem")
     stream = s.loop.memory(rid, lambda on_turn, on_finish: _agent(s, config).new_run(
         [sample], on_turn=on_turn, on_finish=on_finish))

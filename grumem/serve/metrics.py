@@ -29,7 +29,7 @@ class _EngineCollector:
             yield GaugeMetricFamily(name, doc, value=value)
         counters = {
             "grumem:prompt_tokens": ("prompt tokens computed in prefill", stats.num_prefill_tokens),
-            "grumem:generation_tokens": ("tokens generated", stats.num_decode_tokens),
+            "grumem:generation_tokens": ("tokens generated", stats.num_generated_tokens),
             "grumem:prefix_cache_queries": ("prompt tokens looked up in the prefix cache", stats.num_queried_tokens),
             "grumem:prefix_cache_hits": ("prompt tokens served by the prefix cache", stats.num_cached_tokens),
             "grumem:num_preemptions": ("sequences preempted", stats.num_preemptions),
