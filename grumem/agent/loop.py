@@ -34,24 +34,38 @@ class MemoryAgent:
 
     def new_run(self, samples: list[Sample], progress: bool = False,
                 on_finish: Callable[[Trajectory], None] | None = None,
-                on_turn: Callable[[Trajectory, TurnRecord], None] | None = None) -> LoopRun:
+                on_turn: Callable[[Trajectory, TurnRecord], None] | None = None,
+                resume: list[Trajectory | None] | None = None) -> LoopRun:
         """The documents as a run not yet started, for a caller that steps a shared engine itself: it calls
-        `run.start()`, then hands every engine output to `run.handle` until `run.done` (as `run` does)."""
+        `run.start()`, then hands every engine output to `run.handle` until `run.done` (as `run` does).
+        `resume[i]`: an unfinished trajectory of sample i to go on from (Reader.resume)."""
         config = self.config
         groups = [[Reader(self, s, Trajectory(i), TurnSampling(
             config.temperature, config.top_p, None if config.seed is None else mix_seed(config.seed, i)))]
             for i, s in enumerate(samples)]
+        for group, partial in zip(groups, resume or []):
+            if partial is not None:
+                group[0].resume(partial)
         return LoopRun(self.llm, groups, progress, on_finish, on_turn)
 
     def rollout(self, samples: list[Sample], group_size: int, temperature: float = 1.0, top_p: float = 1.0,
                 seed: int = 0, progress: bool = False) -> list[list[Trajectory]]:
         """G sampled trajectories per sample; the first turn is prefilled once and forked G ways."""
+        run = self.new_rollout(samples, group_size, temperature, top_p, seed, progress=progress)
+        self._drive(run)
+        return [[reader.traj for reader in group] for group in run.groups]
+
+    def new_rollout(self, samples: list[Sample], group_size: int, temperature: float = 1.0, top_p: float = 1.0,
+                    seed: int = 0, indices: list[int] | None = None, progress: bool = False,
+                    on_turn: Callable[[Trajectory, TurnRecord], None] | None = None) -> LoopRun:
+        """rollout as a run not yet started (see new_run). `indices`: the samples' places in the whole batch (their
+        seeds and sample_index), when a batch is split over replicas."""
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
+        indices = range(len(samples)) if indices is None else indices
         groups = [[Reader(self, s, Trajectory(i, g), TurnSampling(temperature, top_p, mix_seed(seed, i, g)))
-                   for g in range(group_size)] for i, s in enumerate(samples)]
-        self._drive(LoopRun(self.llm, groups, progress))
-        return [[reader.traj for reader in group] for group in groups]
+                   for g in range(group_size)] for i, s in zip(indices, samples)]
+        return LoopRun(self.llm, groups, progress, on_turn=on_turn)
 
     def _drive(self, run: LoopRun) -> None:
         """Steps the engine until the run is done. If anything raises, the run's requests are aborted and every

@@ -64,11 +64,13 @@ class LoopRun:
                 self._on_turn(reader, output, completion, submitted)
         return True
 
-    def abort(self, reason: str) -> None:
-        """Stops the run: its requests leave the engine and every open document is closed as aborted."""
-        self.llm.abort(list(self.pending))
+    def abort(self, reason: str) -> list[RequestOutput]:
+        """Stops the run: its requests leave the engine (their partial outputs are returned) and every open document
+        is closed as aborted."""
+        outputs = self.llm.abort(list(self.pending))
         self.pending.clear()
         self._close([reader for group in self.groups for reader in group], reason, aborted=True)
+        return outputs
 
     def close(self) -> None:
         self.bar.close()
@@ -81,8 +83,8 @@ class LoopRun:
         self.pending[request_id] = (readers, time.perf_counter(), baseline)
 
     def _start_reading(self, group: list[Reader]) -> None:
-        """The first memory turn, prefilled once and forked over the group."""
-        self._submit(group[0].memory_request(n=len(group)), group, NEW_DOCUMENT_PRIORITY)
+        """The first memory turn (of a resumed reading: its next turn), prefilled once and forked over the group."""
+        self._submit(group[0].next_request(n=len(group)), group, NEW_DOCUMENT_PRIORITY)
 
     def _on_turn(self, reader: Reader, output: RequestOutput, completion: CompletionOutput, submitted: float) -> None:
         request = reader.on_output(output, completion, submitted)

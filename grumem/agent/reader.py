@@ -103,7 +103,22 @@ class Reader:
         self.traj.stop_chunk = self.chunk_index
         stop = self.agent.config.uses_exit_gate and record.next == "end"
         self.chunk_index = len(self.chunks) if stop else self.chunk_index + 1
-        return self.answer_request() if self.chunk_index >= len(self.chunks) else self.memory_request()
+        return self.next_request()
+
+    def next_request(self, n: int = 1) -> tuple[list[int], SamplingParams]:
+        """The memory turn of the current chunk, or the answer once every chunk is read (or the exit gate said end)."""
+        return self.answer_request() if self.chunk_index >= len(self.chunks) else self.memory_request(n)
+
+    def resume(self, partial: Trajectory) -> None:
+        """Goes on from where an earlier reading of this document stopped (a replica that died mid-way): its memory
+        turns are kept, the memory is the last one's, and reading continues after its chunk."""
+        turns = partial.memory_turns
+        self.traj.turns = list(turns)
+        if turns:
+            last = turns[-1]
+            self.memory_ids, self.traj.stop_chunk = last.memory_ids, last.chunk_index
+            stop = self.agent.config.uses_exit_gate and last.next == "end"
+            self.chunk_index = len(self.chunks) if stop else last.chunk_index + 1
 
     def _update_memory(self, record: TurnRecord) -> None:
         ids = record.output_ids

@@ -4,8 +4,8 @@ its document finishes, and --resume continues a run that was killed or interrupt
 flight and records them as aborted; a resumed run reads them again)."""
 import json
 
-from grumem.agent import MemoryAgent
-from grumem.cli.common import add_agent_args, add_engine_args, agent_config, check_engine_args, make_llm, trajectory_record
+from grumem.cli.backend import add_replica_args, check_replica_args, make_backend
+from grumem.cli.common import add_agent_args, add_engine_args, agent_config, check_engine_args, trajectory_record
 from grumem.cli.results_file import ResultsFile
 from grumem.tasks.user_documents import (BatchLine, batch_sample, check_answers, check_question, read_batch,
                                          read_document, user_sample)
@@ -22,6 +22,7 @@ def register(commands) -> None:
     p.add_argument("--resume", action="store_true", help="with --out: skip the lines it already holds an outcome for")
     add_engine_args(p)
     add_agent_args(p)
+    add_replica_args(p)
     p.set_defaults(validate=validate, run=run)
 
 
@@ -44,10 +45,11 @@ def validate(args) -> None:
     args.results = ResultsFile(args.out, args.resume) if args.out else None
     agent_config(args)
     check_engine_args(args)
+    check_replica_args(args)
 
 
 def run(args) -> None:
-    llm = make_llm(args)
+    backend = make_backend(args)
     results = args.results
     if results is not None:
         results.open({(line.number, line.digest) for line in args.inputs})
@@ -68,14 +70,13 @@ def run(args) -> None:
                 if isinstance(line.item, ValueError):
                     raise line.item
                 item = line.item
-                samples.append(batch_sample(llm.tokenizer, item, line.number, len(samples)) if args.batch
-                               else user_sample(llm.tokenizer, item["context"], item["question"], item["answers"]))
+                samples.append(batch_sample(backend.tokenizer, item, line.number, len(samples)) if args.batch
+                               else user_sample(backend.tokenizer, item["context"], item["question"], item["answers"]))
                 lines.append(line)
             except ValueError as e:
                 question = None if isinstance(line.item, ValueError) else line.item["question"]
                 emit(line, {"question": question, "answer": None, "error": str(e)}, "error")
-        agent = MemoryAgent(llm, agent_config(args))
-        agent.run(samples, progress=not args.json, on_finish=lambda t: emit(
+        backend.run(agent_config(args), samples, progress=not args.json, on_finish=lambda t: emit(
             lines[t.sample_index], trajectory_record(samples[t.sample_index], t), status(t)))
     finally:
         if results is not None:

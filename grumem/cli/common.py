@@ -5,7 +5,7 @@ import os
 import time
 from dataclasses import MISSING, fields
 
-from grumem.agent import AgentConfig, MemoryAgent, paper_preset
+from grumem.agent import AgentConfig, paper_preset
 from grumem.engine import LLM
 from grumem.engine.config import Config
 from grumem.engine.models.registry import MODEL_NAMES
@@ -132,13 +132,13 @@ def make_llm(args) -> LLM:
     return LLM(args.model, **engine_options(args))
 
 
-def run_suite(llm: LLM, config: AgentConfig, samples: list[Sample], progress: bool) -> tuple[list, dict]:
-    stats = llm.stats
-    tokens_before, start = stats.num_prefill_tokens + stats.num_decode_tokens, time.perf_counter()
-    trajectories = MemoryAgent(llm, config).run(samples, progress=progress)
+def run_suite(backend, config: AgentConfig, samples: list[Sample], progress: bool) -> tuple[list, dict]:
+    """One timed run on a backend (cli/backend.py: this process's engine or a replica pool)."""
+    tokens_before, start = backend.tokens_processed(), time.perf_counter()
+    trajectories = backend.run(config, samples, progress=progress)
     wall = time.perf_counter() - start
     summary = summarize(trajectories, wall)
-    summary["tokens_per_s"] = (stats.num_prefill_tokens + stats.num_decode_tokens - tokens_before) / wall
+    summary["tokens_per_s"] = (backend.tokens_processed() - tokens_before) / wall
     return trajectories, summary
 
 

@@ -6,8 +6,9 @@ import json
 import os
 from argparse import Namespace
 
+from grumem.cli.backend import add_replica_args, check_replica_args, make_backend
 from grumem.cli.common import (add_agent_args, add_engine_args, add_task_args, agent_config, check_engine_args,
-                               check_positive, check_task_args, make_llm, mode_name, run_suite)
+                               check_positive, check_task_args, mode_name, run_suite)
 from grumem.evaluation import format_table, gate_report
 from grumem.gates import GATES
 from grumem.tasks import make_samples
@@ -25,6 +26,7 @@ def register(commands) -> None:
                         "each a row of the gate report (grumem w EG)")
     add_engine_args(p)
     add_agent_args(p, with_mode=False)
+    add_replica_args(p)
     p.set_defaults(validate=validate, run=run)
 
 
@@ -50,6 +52,7 @@ def validate(args) -> None:
     check_task_args(args, "--lengths")
     configs(args)
     check_engine_args(args)
+    check_replica_args(args)
     if args.compare_gates:
         for _, setting in gate_settings(args):
             agent_config(setting, "grumem", True)
@@ -63,14 +66,14 @@ def run(args) -> None:
 
 
 def compare_modes(args) -> list[dict]:
-    llm = make_llm(args)
+    backend = make_backend(args)
     rows = []
     for task in args.tasks.split(","):
         for length in check_positive(args.lengths, "--lengths"):
-            samples = make_samples(task, llm.tokenizer, length, args.num_samples, args.seed)
+            samples = make_samples(task, backend.tokenizer, length, args.num_samples, args.seed)
             row = {"task": task, "length": length}
             for config in configs(args):
-                _, summary = run_suite(llm, config, samples, progress=not args.json)
+                _, summary = run_suite(backend, config, samples, progress=not args.json)
                 name = mode_name(config)
                 row[f"{name} acc"], row[f"{name} s"] = summary["accuracy"], summary["wall_seconds"]
             base = row["memagent s"]
@@ -82,11 +85,11 @@ def compare_modes(args) -> list[dict]:
 def compare_gates(args) -> list[dict]:
     rows = []
     for name, setting in gate_settings(args):
-        llm, config = make_llm(setting), agent_config(setting, "grumem", True)
+        backend, config = make_backend(setting), agent_config(setting, "grumem", True)
         for task in args.tasks.split(","):
             for length in check_positive(args.lengths, "--lengths"):
-                samples = make_samples(task, llm.tokenizer, length, args.num_samples, args.seed)
-                trajectories, summary = run_suite(llm, config, samples, progress=not args.json)
+                samples = make_samples(task, backend.tokenizer, length, args.num_samples, args.seed)
+                trajectories, summary = run_suite(backend, config, samples, progress=not args.json)
                 rows.append(_emit({"task": task, "length": length, "gates": name, "questions": len(samples),
                                    **gate_report(trajectories), "seconds": summary["wall_seconds"]}, args))
     return rows

@@ -4,8 +4,9 @@ on every linear layer or full fine-tuning; greedy held-out evaluations with the 
 learning curve as a PNG; the adapter (or checkpoint) saved."""
 import json
 
+from grumem.agent import MemoryAgent
 from grumem.cli.common import (add_agent_args, add_engine_args, agent_config, check_engine_args, check_positive,
-                               check_tasks, default, make_llm, run_suite)
+                               check_tasks, default, make_llm)
 from grumem.evaluation import format_cell, format_table, gate_report
 from grumem.tasks import TASKS, make_samples, sample_stream
 from grumem.tasks.hard_niah import training_stream
@@ -146,8 +147,7 @@ class Reporter:
 
 def held_out_report(llm, config, samples) -> dict:
     """The gate report of a greedy run of the weights the engine now serves, over every held-out task."""
-    trajectories, _ = run_suite(llm, config, samples, progress=False)
-    return gate_report(trajectories)
+    return gate_report(MemoryAgent(llm, config).run(samples))
 
 
 def run(args) -> None:

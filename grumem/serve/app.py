@@ -16,7 +16,7 @@ from grumem.agent import TurnFormat
 from grumem.engine import LLM
 from grumem.serve import control_api, generate_api, memory_api, openai_api
 from grumem.serve.engine_loop import EngineLoop, Overloaded
-from grumem.serve.http import ClientGone, ServerState, error_response, server
+from grumem.serve.http import ClientGone, ModelNotFound, ServerState, error_response, server
 from grumem.serve.metrics import ServerMetrics
 
 RETRY_AFTER_S = 1
@@ -26,7 +26,8 @@ def build_app(llm: LLM, model_name: str, max_queue: int = 256, control: bool = F
     """`max_queue`: client requests held beyond the engine's max_num_seqs before new ones get 503."""
     TurnFormat.of(llm)  # /generate's gate constraint; registered before the engine thread owns the engine
     metrics = ServerMetrics(llm, held=lambda: loop.num_held)
-    loop = EngineLoop(llm, llm.config.max_num_seqs + max_queue, on_finished=metrics.observe_outputs)
+    loop = EngineLoop(llm, llm.config.max_num_seqs + max_queue, on_finished=metrics.observe_outputs,
+                      on_trajectory=metrics.observe_trajectory)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -66,9 +67,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def missing(request, e: FileNotFoundError):
         return error_response(400, str(e))
 
-    @app.exception_handler(LookupError)
-    async def not_found(request, e: LookupError):
-        return error_response(404, str(e.args[0]) if e.args else str(e), "not_found_error")
+    @app.exception_handler(ModelNotFound)
+    async def not_found(request, e: ModelNotFound):
+        return error_response(404, str(e), "not_found_error")
 
     @app.exception_handler(Overloaded)
     async def overloaded(request, e: Overloaded):

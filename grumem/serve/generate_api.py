@@ -6,7 +6,7 @@ from fastapi.responses import StreamingResponse
 
 from grumem.agent import FormatArgs, TurnFormat
 from grumem.engine import RequestOutput, SamplingParams
-from grumem.serve.http import SSE_DONE, BadRequest, ServerState, new_id, server, sse, unless_disconnected
+from grumem.serve.http import SSE_DONE, BadRequest, ServerState, new_id, server, sse, sse_error, unless_disconnected
 from grumem.serve.protocol import GenerateRequest
 
 router = APIRouter()
@@ -29,7 +29,7 @@ async def generate(body: GenerateRequest, request: Request):
             if final:
                 return output
 
-    output = await unless_disconnected(request, result(), lambda: s.loop.abort(rid))
+    output = await unless_disconnected(request, result(), lambda: s.loop.abort(rid, stream))
     return _response(s, body, rid, output)
 
 
@@ -47,12 +47,14 @@ async def _events(s: ServerState, body: GenerateRequest, rid: str, stream):
     finished = False
     try:
         async for final, output in stream.events():
+            finished = final
             yield sse(_response(s, body, rid, output, final))
-        finished = True
-        yield SSE_DONE
+    except Exception as e:
+        yield sse_error(e)
     finally:
         if not finished:
-            s.loop.abort(rid)
+            s.loop.abort(rid, stream)
+    yield SSE_DONE
 
 
 def _response(s: ServerState, body: GenerateRequest, rid: str, output: RequestOutput, final: bool = True):

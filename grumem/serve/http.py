@@ -43,6 +43,10 @@ class BadRequest(ValueError):
     """A request the server understood but cannot serve (400), with a message that names the problem."""
 
 
+class ModelNotFound(Exception):
+    """A request names a model this server does not serve (404)."""
+
+
 def error_response(status: int, message: str, kind: str = "invalid_request_error",
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
@@ -63,20 +67,28 @@ def sse(payload) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-async def unless_disconnected(request: Request, work: Awaitable, on_disconnect: Callable[[], object]):
-    """The result of `work`; if the client disconnects first, `work` is cancelled, on_disconnect() is called (it
-    aborts what the request holds in the engine) and ClientGone is raised."""
+def sse_error(e: Exception) -> str:
+    """An error after a stream has started (its 200 is sent): an event, as vLLM sends it."""
+    status, kind = (400, "invalid_request_error") if isinstance(e, ValueError) else (500, "server_error")
+    return sse({"error": {"message": str(e), "type": kind, "code": status}})
+
+
+async def unless_disconnected(request: Request, work: Awaitable, release: Callable[[], object]):
+    """The result of `work`. If the client disconnects first (then ClientGone is raised), the work fails, or this
+    coroutine is cancelled, `work` is cancelled and release() aborts what the request holds in the engine."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()  # its exception, if any, goes on (and what it held is aborted below)
+        raise ClientGone()
+    except BaseException:
+        task.cancel()
+        release()
+        raise
     finally:
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    on_disconnect()
-    raise ClientGone()
 
 
 async def _disconnected(request: Request) -> None:

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from grumem.agent import AgentConfig, MemoryAgent, Trajectory, TurnRecord
-from grumem.serve.http import SSE_DONE, BadRequest, ServerState, new_id, server, sse, unless_disconnected
+from grumem.serve.http import (SSE_DONE, BadRequest, ServerState, new_id, server, sse, sse_error,
+                               unless_disconnected)
 from grumem.serve.protocol import MemoryRequest
 from grumem.tasks import Sample
 from grumem.tasks.user_documents import token_sample, user_sample
@@ -24,8 +25,10 @@ async def memory(body: MemoryRequest, request: Request):
     config = AgentConfig(**body.loop_settings())
     sample = await asyncio.to_thread(_sample, s, body)  # a long document tokenises off the event loop
     rid = body.rid or new_id("mem")
-    stream = s.loop.memory(rid, lambda on_turn, on_finish: _agent(s, config).new_run(
-        [sample], on_turn=on_turn, on_finish=on_finish))
+    stream = s.loop.memory(rid, lambda on_turn: _new_run(s, config, sample, on_turn))
+    final, payload = await stream.next()
+    if final:
+        raise payload  # rejected: a ValueError is a 400
     if body.stream:
         return StreamingResponse(_events(s, rid, stream), media_type="text/event-stream")
 
@@ -34,8 +37,18 @@ async def memory(body: MemoryRequest, request: Request):
             if final:
                 return payload
 
-    payload = await unless_disconnected(request, result(), lambda: s.loop.abort(rid))
+    payload = await unless_disconnected(request, result(), lambda: s.loop.abort(rid, stream))
     return _result(s, rid, payload)
+
+
+def _new_run(s: ServerState, config: AgentConfig, sample: Sample, on_turn):
+    """On the engine thread: the document's run, or a ValueError when it cannot be read (an empty document, a
+    question longer than a chunk)."""
+    run = _agent(s, config).new_run([sample], on_turn=on_turn)
+    problem = run.groups[0][0].problem()
+    if problem is not None:
+        raise ValueError(problem)
+    return run
 
 
 def _sample(s: ServerState, body: MemoryRequest) -> Sample:
@@ -62,24 +75,23 @@ async def _events(s: ServerState, rid: str, stream):
     try:
         async for final, payload in stream.events():
             if final:
+                finished = True
                 yield sse({"result": _result(s, rid, payload)})
             else:
                 _, trajectory, record = payload
                 yield sse({"turn": _turn(s, record)})
-        finished = True
-        yield SSE_DONE
+    except Exception as e:
+        yield sse_error(e)
     finally:
         if not finished:
-            s.loop.abort(rid)
+            s.loop.abort(rid, stream)
+    yield SSE_DONE
 
 
 def _result(s: ServerState, rid: str, payload) -> dict:
-    if isinstance(payload, ValueError):
-        raise BadRequest(str(payload))
+    if isinstance(payload, Exception):
+        raise payload
     trajectory: Trajectory = payload[0][0]
-    s.metrics.observe_trajectory(trajectory)
-    if trajectory.error is not None and not trajectory.turns and not trajectory.aborted:
-        raise BadRequest(trajectory.error)  # rejected before reading: an empty document, a question too long
     turns = [_turn(s, t) for t in trajectory.turns]
     result = {"id": rid, "answer": trajectory.answer, "boxed": trajectory.boxed, "error": trajectory.error,
               "aborted": trajectory.aborted, "chunks": trajectory.num_chunks, "stop_chunk": trajectory.stop_chunk,

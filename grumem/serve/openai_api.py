@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from grumem.engine import CompletionOutput, RequestOutput, SamplingParams
-from grumem.serve.http import SSE_DONE, BadRequest, ServerState, merged, new_id, now, server, sse, unless_disconnected
+from grumem.serve.http import (SSE_DONE, BadRequest, ModelNotFound, ServerState, merged, new_id, now, server, sse,
+                               sse_error, unless_disconnected)
 from grumem.serve.protocol import ChatCompletionRequest, CompletionRequest, OpenAISampling
 from grumem.serve.text import TextOutput
 
@@ -75,7 +76,8 @@ class _Job:
 
     def __post_init__(self):
         if self.body.model is not None and self.body.model != self.s.model_name:
-            raise LookupError(f"the model {self.body.model!r} does not exist; this server serves {self.s.model_name!r}")
+            raise ModelNotFound(f"the model {self.body.model!r} does not exist; this server serves "
+                                f"{self.s.model_name!r}")
         stop = self.body.stop_strings
         self.choices = {k: _Choice(TextOutput(self.s.tokenizer, stop)) for k in range(len(self.prompts) * self.body.n)}
 
@@ -90,7 +92,7 @@ class _Job:
                 raise BadRequest(output.error)
         if body.stream:
             return StreamingResponse(self._events(streams), media_type="text/event-stream")
-        await unless_disconnected(request, self._collect(streams), lambda: self.s.loop.abort(self.rid))
+        await unless_disconnected(request, self._collect(streams), lambda: self.s.loop.abort(self.rid, streams[0]))
         return self._response()
 
     async def _collect(self, streams) -> None:
@@ -109,16 +111,24 @@ class _Job:
                 continue
             choice.text.update(completion.token_ids)
             choice.output, choice.num_cached_tokens = completion, output.num_cached_tokens
-            if final or choice.text.stopped:
-                choice.finish_reason = "stop" if choice.text.stopped else completion.finish_reason
+            if choice.text.stopped or completion.finish_reason is not None or final:
+                choice.finish_reason = "stop" if choice.text.stopped else completion.finish_reason or "abort"
             changed.append(k)
-        if not final and self._prompt_done(prompt_index):
-            self.s.loop.abort_prompt(self.rid, prompt_index)  # every choice hit a stop string
+        if final:  # aborted before its prompt forked: the other samples never started
+            for k in self._choices_of(prompt_index):
+                if self.choices[k].finish_reason is None:
+                    self.choices[k].finish_reason = "abort"
+                    changed.append(k)
+        elif self._prompt_done(prompt_index):
+            self.s.loop.abort_prompt(self.rid, prompt_index)  # every choice ended: some by a stop string
         return changed
 
-    def _prompt_done(self, prompt_index: int) -> bool:
+    def _choices_of(self, prompt_index: int) -> range:
         n = self.body.n
-        return all(self.choices[prompt_index * n + i].finish_reason is not None for i in range(n))
+        return range(prompt_index * n, (prompt_index + 1) * n)
+
+    def _prompt_done(self, prompt_index: int) -> bool:
+        return all(self.choices[k].finish_reason is not None for k in self._choices_of(prompt_index))
 
     # --- responses ------------------------------------------------------------------------------------------
     def _response(self) -> dict:
@@ -178,10 +188,12 @@ class _Job:
             finished = True
             if self.body.include_usage:
                 yield sse({**self._chunk_head(), "choices": [], "usage": self._usage()})
-            yield SSE_DONE
+        except Exception as e:
+            yield sse_error(e)
         finally:
             if not finished:  # the client went away (or the stream failed): nothing it asked for may keep running
-                self.s.loop.abort(self.rid)
+                self.s.loop.abort(self.rid, streams[0])
+        yield SSE_DONE
 
     def _chunk_head(self) -> dict:
         return {"id": self.rid, "object": "chat.completion.chunk" if self.chat else "text_completion",

@@ -1,5 +1,7 @@
 """Request bodies of the server's endpoints (pydantic): OpenAI's completions and chat, SGLang's /generate, and the
-memory loop's /v1/memory. Fields the server does not implement are rejected by name rather than ignored."""
+memory loop's /v1/memory. Fields the server does not implement are rejected by name rather than ignored, except,
+on the OpenAI endpoints, those common clients send that change nothing here (IGNORED, INACTIVE) and fields sent as
+null (their default applies)."""
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -8,11 +10,17 @@ from grumem.engine.sampling_params import MAX_TOP_LOGPROBS
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# what OpenAI clients send that changes nothing here: labels, and features at their inactive value
+IGNORED = {"user", "store", "metadata", "service_tier", "parallel_tool_calls"}
+INACTIVE = {"logit_bias": {}, "tools": [], "tool_choice": "none", "response_format": {"type": "text"}}
 
 
 class StreamOptions(Body):
-    include_usage: bool = True
+    model_config = ConfigDict(extra="ignore")  # include_obfuscation and the like
+    include_usage: bool = False
 
 
 class OpenAISampling(Body):
@@ -28,9 +36,15 @@ class OpenAISampling(Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     return_token_ids: bool = False  # vLLM's extension: prompt and output token ids in the response
-    user: str | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_for_nulls(cls, data):
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items() if v is not None and k not in IGNORED and INACTIVE.get(k, ()) != v}
 
     @model_validator(mode="after")
     def _supported(self):
@@ -46,7 +60,7 @@ class OpenAISampling(Body):
 
     @property
     def include_usage(self) -> bool:
-        return self.stream_options is None or self.stream_options.include_usage
+        return self.stream_options is not None and self.stream_options.include_usage
 
 
 class CompletionRequest(OpenAISampling):
@@ -90,6 +104,12 @@ class ChatCompletionRequest(OpenAISampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     @property
     def num_top_logprobs(self) -> int | None:

@@ -1,6 +1,7 @@
 """Output text for the OpenAI endpoints: decoded as tokens arrive, cut at the first stop string (which is left out,
 as OpenAI does), and streamed only up to what can no longer change (a partial UTF-8 character or the start of a
-stop string is held back until the next tokens settle it)."""
+stop string is held back until the next tokens settle it). Streaming assumes the decode of more tokens extends
+the decode of fewer, as byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen) do once characters are complete."""
 
 HELD_CHARACTER = "\ufffd"  # what a token ending inside a multi-byte character decodes to
 
@@ -28,8 +29,7 @@ class TextOutput:
         """The text not yet streamed that is settled (all of it when final)."""
         end = len(self.text)
         if not final and not self.stopped:
-            if self.text.endswith(HELD_CHARACTER):
-                end -= 1
+            end = len(self.text.rstrip(HELD_CHARACTER))  # byte-fallback tokenizers: one per pending byte
             if self.stop:
                 end = max(self.num_streamed, end - (max(map(len, self.stop)) - 1))
         new, self.num_streamed = self.text[self.num_streamed:end], max(self.num_streamed, end)

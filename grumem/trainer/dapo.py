@@ -28,14 +28,21 @@ from grumem.trainer.advantages import group_advantages, has_signal
 from grumem.trainer.batching import micro_batches, split_evenly
 from grumem.trainer.config import AUTOCAST, TrainerConfig
 from grumem.trainer.loss import clipped_surrogate, k3_kl, truncated_is_weights
+from grumem.trainer.data_parallel import DataParallel
 from grumem.trainer.policy import Policy
 from grumem.trainer.rewards import TrajectoryReward, trajectory_reward
 from grumem.trainer.rows import TrainingRow, trajectory_rows
 
 
+METRICS = ("loss", "clip_frac", "kl", "engine_logprob_gap")  # what backward returns, summed over micro-batches
+
+
 class DAPOTrainer:
     def __init__(self, llm: LLM, agent_config: AgentConfig | None = None, config: TrainerConfig | None = None,
-                 policy: Policy | None = None):
+                 policy: Policy | None = None, data_parallel: DataParallel | None = None, pool=None):
+        """`data_parallel`: the training passes split over torch.distributed ranks (trainer/data_parallel.py).
+        `pool`: a grumem.distributed.ReplicaPool the rollouts come from (the new weights reach every replica after
+        each update); without one, `llm` rolls out."""
         self.config = config or TrainerConfig()
         self.agent_config = agent_config or AgentConfig(gate_prior_threshold=None)
         if self.agent_config.uses_gate_prior:
@@ -43,6 +50,7 @@ class DAPOTrainer:
         self.llm, self.agent = llm, MemoryAgent(llm, self.agent_config)
         self.policy = policy or Policy(checkpoint_of(llm), str(llm.device), AUTOCAST[self.config.autocast])
         self.mask_table = self.agent.turn_format.mask_table
+        self.data_parallel, self.pool = data_parallel, pool
         self.reference = None
         if self.config.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy)
@@ -56,6 +64,8 @@ class DAPOTrainer:
 
     def sync_engine(self) -> None:
         self.policy.push_to(self.llm)
+        if self.pool is not None:
+            self.pool.update_weights(self.policy.named_tensors())
 
     def step(self, samples: Iterator[Sample]) -> dict:
         """One rollout batch and its updates; returns the step's statistics."""
@@ -81,8 +91,11 @@ class DAPOTrainer:
             batch = list(itertools.islice(samples, config.groups_per_step))
             if not batch:
                 break
-            groups = self.agent.rollout(batch, config.group_size, temperature=config.temperature, top_p=1.0,
-                                        seed=mix_seed(config.seed, self.num_rounds))
+            seed = mix_seed(config.seed, self.num_rounds)
+            if self.pool is None:
+                groups = self.agent.rollout(batch, config.group_size, config.temperature, 1.0, seed)
+            else:
+                groups = self.pool.rollout(batch, self.agent_config, config.group_size, config.temperature, 1.0, seed)
             self.num_rounds, rounds = self.num_rounds + 1, rounds + 1
             for sample, group in zip(batch, groups):
                 group = [t for t in group if t.error is None]  # engine errors: no reward to learn from
@@ -140,12 +153,17 @@ class DAPOTrainer:
         return {name: value / max(num_updates, 1) for name, value in totals.items()} | {"updates": num_updates}
 
     def backward(self, rows: list[TrainingRow]) -> dict:
-        """Accumulates the gradient of the rows' token-mean loss over micro-batches (the split and prefix sharing do
-        not change it); returns the metrics."""
+        """Accumulates the gradient of the rows' token-mean loss over micro-batches (the split, prefix sharing and
+        data-parallel ranks do not change it); returns the metrics."""
         num_tokens, totals = sum(r.num_loss_tokens for r in rows), {}
-        for shared, micro in micro_batches(rows, self.config.micro_batch_tokens, self.config.share_prefixes):
+        dp = self.data_parallel
+        mine = rows if dp is None else dp.share(rows)
+        for shared, micro in micro_batches(mine, self.config.micro_batch_tokens, self.config.share_prefixes):
             for name, value in self._accumulate(micro, num_tokens, shared).items():
                 totals[name] = totals.get(name, 0.0) + value
+        if dp is not None:
+            dp.all_reduce_gradients(self.policy.parameters())
+            totals = dp.all_reduce_metrics({name: totals.get(name, 0.0) for name in METRICS})
         return totals
 
     def _accumulate(self, rows: list[TrainingRow], num_tokens: int, shared: int = 0) -> dict:

@@ -98,6 +98,40 @@ def test_abort_all_stops_every_request(tiny_server):
     tiny_server.wait_idle()
 
 
+def test_a_rejected_duplicate_rid_leaves_the_first_request_alone(tiny_server):
+    post(tiny_server, "/pause_generation", {})
+    first = []
+    body = {"document": "word " * 300, "question": "Which word?", "chunk_tokens": 128, "rid": "dup"}
+    thread = threading.Thread(target=lambda: first.append(post(tiny_server, "/v1/memory", body)))
+    try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while tiny_server.metrics()["grumem:num_requests_held"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = post(tiny_server, "/v1/memory", {**body, "stream": True})
+        assert second.status_code == 400 and "already in flight" in second.json()["error"]["message"]
+    finally:
+        post(tiny_server, "/continue_generation", {})
+        thread.join(timeout=60)
+    assert first[0].status_code == 200 and first[0].json()["aborted"] is False
+
+
+def test_a_stream_that_fails_midway_ends_with_an_error_event(tiny_llama_path):
+    """Four KV blocks hold 64 tokens: the sequence outgrows the cache and fails; the stream says so and ends."""
+    server = ServerThread(LLM(tiny_llama_path, num_kvcache_blocks=4, max_num_seqs=1))
+    try:
+        body = {"prompt": [1, 2, 3], "max_tokens": 200, "temperature": 1.0, "stream": True}
+        with server.client.stream("POST", "/v1/completions", json=body) as r:
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]"
+        error = json.loads(lines[-2].removeprefix("data: "))["error"]
+        assert "KV cache exhausted" in error["message"]
+        server.wait_idle()
+    finally:
+        server.stop()
+
+
 def _aborted(server) -> float:
     text = server.client.get("/metrics").text
     line = next((l for l in text.splitlines() if l.startswith('grumem:request_success_total{finished_reason="abort"}')),
@@ -180,6 +214,9 @@ BAD_INPUTS = [
     ("/v1/completions", {"prompt": "x", "n": 0}, "n: Input should be greater than or equal to 1"),
     ("/v1/completions", {"prompt": "x", "best_of": 2}, "best_of: Extra inputs are not permitted"),
     ("/v1/chat/completions", {"messages": []}, "messages: List should have at least 1 item"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+     "top_logprobs needs logprobs: true"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"5": 10}}, "logit_bias: Extra inputs are not permitted"),
     ("/generate", {"input_ids": [1], "text": "x"}, "exactly one of input_ids or text"),
     ("/generate", {"input_ids": [1], "sampling_params": {"gate_constraint": {"mode": "all"}}}, "gate_constraint.mode"),
     ("/v1/memory", {"document": "   \n ", "question": "q"}, "empty document"),

@@ -57,6 +57,30 @@ def test_streaming_completion_adds_up_to_the_whole(client):
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 16
+    plain = list(client.completions.create(**kwargs, stream=True))  # OpenAI: usage only when asked for
+    assert all(c.choices and c.usage is None for c in plain)
+
+
+def test_stop_strings_with_several_samples_end_each_sample(client, offline_llm):
+    prompt = [11, 12, 13]
+    params = SamplingParams(temperature=1.0, max_tokens=30, n=3, seed=5)
+    full = offline_llm.generate([prompt], params)[0].outputs
+    texts = [offline_llm.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in full]
+    stop = texts[0][5:8]
+    result = client.completions.create(model="tiny", prompt=prompt, max_tokens=30, temperature=1.0, n=3, seed=5,
+                                       stop=stop)
+    for choice, text in zip(result.choices, texts):
+        expected = text[: text.index(stop)] if stop in text else text
+        assert choice.text == expected
+        assert choice.finish_reason == ("stop" if stop in text else "length")
+
+
+def test_fields_sent_as_null_take_their_defaults(tiny_server):
+    body = {"model": "tiny", "prompt": [1, 2], "max_tokens": 2, "temperature": None, "top_p": None, "n": None,
+            "stream": None, "user": "someone", "logit_bias": {}, "stream_options": None}
+    r = tiny_server.client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 1
 
 
 def test_chat_completion_and_its_stream(client, offline_llm):
