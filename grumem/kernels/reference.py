@@ -80,9 +80,12 @@ def paged_attention_decode_ref(
     block_size = k_cache.shape[1]
     max_len = block_tables.shape[1] * block_size
     blocks = block_tables.clamp(min=0).long()  # -1 padding reads block 0 and is masked out below
-    k = k_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)  # (num_seqs, num_kv_heads, max_len, head_dim)
-    v = v_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)
     mask = torch.arange(max_len, device=q.device).unsqueeze(0) < context_lens.unsqueeze(1)  # (num_seqs, max_len)
+    # slots past a sequence's length were never written (the CPU cache is not zeroed): a NaN there would survive
+    # the attention mask (0 * NaN), so they are zeroed before use
+    keep = mask[:, None, :, None]
+    k = k_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype).masked_fill(~keep, 0)  # (seqs, kv_heads, len, dim)
+    v = v_cache[blocks].flatten(1, 2).transpose(1, 2).to(q.dtype).masked_fill(~keep, 0)
     return _attend(q.unsqueeze(2), k, v, mask[:, None, None, :], scale).squeeze(2)
 
 

@@ -66,3 +66,18 @@ def test_decode_attends_to_each_context(num_heads, num_kv_heads):
     for i, n in enumerate(lens):
         expected = naive_attention(q[i : i + 1], dense_k[i], dense_v[i], 0.125, n - 1)[0]
         torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_reference_ignores_unwritten_slots_whatever_they_hold():
+    """The CPU KV cache is not zeroed: slots past a sequence's length (and -1 padding) may hold NaN."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 8)
+    k_cache, v_cache = torch.full((3, 16, 2, 8), float("nan")), torch.full((3, 16, 2, 8), float("nan"))
+    k_cache[1, :5], v_cache[1, :5] = torch.randn(5, 2, 8), torch.randn(5, 2, 8)
+    k_cache[2, :3], v_cache[2, :3] = torch.randn(3, 2, 8), torch.randn(3, 2, 8)
+    out = paged_attention_decode_ref(q, k_cache, v_cache, torch.tensor([[1, -1], [2, -1]]), torch.tensor([5, 3]), 0.3)
+    clean_k, clean_v = k_cache.nan_to_num(0.0), v_cache.nan_to_num(0.0)
+    expected = paged_attention_decode_ref(q, clean_k, clean_v, torch.tensor([[1, -1], [2, -1]]), torch.tensor([5, 3]),
+                                          0.3)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out, expected)
