@@ -7,4 +7,5 @@ from grumem.agent.loop_run import LoopRun
 from grumem.agent.trajectory import TurnRecord, Trajectory
 from grumem.agent.turn_format import FormatArgs
 
-__all__ = ["AgentConfig", "FormatArgs", "LoopRun", "MemoryAgent", "Trajectory", "TurnFormat", "TurnRecord", "paper_preset"]
+__all__ = ["AgentConfig", "FormatArgs", "LoopRun", "MemoryAgent", "Trajectory", "TurnFormat", "TurnRecord",
+           "paper_preset"]

@@ -94,12 +94,12 @@ class EngineReplica:
     @ray.method(concurrency_group=CONTROL)
     async def stats(self) -> dict:
         def read():
-            load = self.llm.load()
+            load, stats = self.llm.load(), self.llm.stats
             return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                     "weight_version": self.loop.weight_version, "held": self.loop.num_held,
                     "running": load.num_running, "waiting": load.num_waiting, "blocks_used": load.num_blocks_used,
-                    "prefill_tokens": self.llm.stats.num_prefill_tokens,
-                    "decode_tokens": self.llm.stats.num_decode_tokens, "cached_tokens": self.llm.stats.num_cached_tokens}
+                    "prefill_tokens": stats.num_prefill_tokens, "decode_tokens": stats.num_decode_tokens,
+                    "cached_tokens": stats.num_cached_tokens}
 
         return await self.loop.call(read)
 

@@ -6,7 +6,7 @@ from fastapi.responses import StreamingResponse
 
 from grumem.agent import FormatArgs, TurnFormat
 from grumem.engine import RequestOutput, SamplingParams
-from grumem.serve.http import SSE_DONE, BadRequest, ServerState, new_id, server, sse, sse_error, unless_disconnected
+from grumem.serve.http import BadRequest, ServerState, new_id, server, sse, sse_stream, unless_disconnected
 from grumem.serve.protocol import GenerateRequest
 
 router = APIRouter()
@@ -22,7 +22,8 @@ async def generate(body: GenerateRequest, request: Request):
     if final:
         raise BadRequest(output.error)
     if body.stream:
-        return StreamingResponse(_events(s, body, rid, stream), media_type="text/event-stream")
+        return StreamingResponse(sse_stream(_events(s, body, rid, stream), lambda: s.loop.abort(rid, stream)),
+                                 media_type="text/event-stream")
 
     async def result():
         async for final, output in stream.events():
@@ -44,17 +45,8 @@ def _params(body: GenerateRequest) -> SamplingParams:
 
 
 async def _events(s: ServerState, body: GenerateRequest, rid: str, stream):
-    finished = False
-    try:
-        async for final, output in stream.events():
-            finished = final
-            yield sse(_response(s, body, rid, output, final))
-    except Exception as e:
-        yield sse_error(e)
-    finally:
-        if not finished:
-            s.loop.abort(rid, stream)
-    yield SSE_DONE
+    async for final, output in stream.events():
+        yield sse(_response(s, body, rid, output, final))
 
 
 def _response(s: ServerState, body: GenerateRequest, rid: str, output: RequestOutput, final: bool = True):

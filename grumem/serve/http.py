@@ -67,6 +67,22 @@ def sse(payload) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
+async def sse_stream(events: AsyncIterator[str], release: Callable[[], object]) -> AsyncIterator[str]:
+    """`events`, then [DONE]. An error midway becomes an error event; a stream that does not run to its end (an
+    error, or the client went away) calls release() to abort what the request holds in the engine."""
+    finished = False
+    try:
+        async for event in events:
+            yield event
+        finished = True
+    except Exception as e:
+        yield sse_error(e)
+    finally:
+        if not finished:
+            release()
+    yield SSE_DONE
+
+
 def sse_error(e: Exception) -> str:
     """An error after a stream has started (its 200 is sent): an event, as vLLM sends it."""
     status, kind = (400, "invalid_request_error") if isinstance(e, ValueError) else (500, "server_error")

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from grumem.agent import AgentConfig, MemoryAgent, Trajectory, TurnRecord
-from grumem.serve.http import (SSE_DONE, BadRequest, ServerState, new_id, server, sse, sse_error,
-                               unless_disconnected)
+from grumem.serve.http import BadRequest, ServerState, new_id, server, sse, sse_stream, unless_disconnected
 from grumem.serve.protocol import MemoryRequest
 from grumem.tasks import Sample
 from grumem.tasks.user_documents import token_sample, user_sample
@@ -30,7 +29,8 @@ async def memory(body: MemoryRequest, request: Request):
     if final:
         raise payload  # rejected: a ValueError is a 400
     if body.stream:
-        return StreamingResponse(_events(s, rid, stream), media_type="text/event-stream")
+        return StreamingResponse(sse_stream(_events(s, rid, stream), lambda: s.loop.abort(rid, stream)),
+                                 media_type="text/event-stream")
 
     async def result():
         async for final, payload in stream.events():
@@ -71,21 +71,12 @@ def _agent(s: ServerState, config: AgentConfig) -> MemoryAgent:
 
 
 async def _events(s: ServerState, rid: str, stream):
-    finished = False
-    try:
-        async for final, payload in stream.events():
-            if final:
-                finished = True
-                yield sse({"result": _result(s, rid, payload)})
-            else:
-                _, trajectory, record = payload
-                yield sse({"turn": _turn(s, record)})
-    except Exception as e:
-        yield sse_error(e)
-    finally:
-        if not finished:
-            s.loop.abort(rid, stream)
-    yield SSE_DONE
+    async for final, payload in stream.events():
+        if final:
+            yield sse({"result": _result(s, rid, payload)})
+        else:
+            _, trajectory, record = payload
+            yield sse({"turn": _turn(s, record)})
 
 
 def _result(s: ServerState, rid: str, payload) -> dict:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from grumem.engine import CompletionOutput, RequestOutput, SamplingParams
-from grumem.serve.http import (SSE_DONE, BadRequest, ModelNotFound, ServerState, merged, new_id, now, server, sse,
-                               sse_error, unless_disconnected)
+from grumem.serve.http import (BadRequest, ModelNotFound, ServerState, merged, new_id, now, server, sse, sse_stream,
+                               unless_disconnected)
 from grumem.serve.protocol import ChatCompletionRequest, CompletionRequest, OpenAISampling
 from grumem.serve.text import TextOutput
 
@@ -91,7 +91,8 @@ class _Job:
             if final:
                 raise BadRequest(output.error)
         if body.stream:
-            return StreamingResponse(self._events(streams), media_type="text/event-stream")
+            return StreamingResponse(sse_stream(self._events(streams), lambda: self.s.loop.abort(self.rid, streams[0])),
+                                     media_type="text/event-stream")
         await unless_disconnected(request, self._collect(streams), lambda: self.s.loop.abort(self.rid, streams[0]))
         return self._response()
 
@@ -178,22 +179,13 @@ class _Job:
                 "text_offset": offsets}
 
     async def _events(self, streams):
-        finished = False
-        try:
-            async for prompt_index, final, output in merged(streams):
-                for k in self._update(prompt_index, final, output):
-                    chunk = self._chunk(k)
-                    if chunk is not None:
-                        yield sse(chunk)
-            finished = True
-            if self.body.include_usage:
-                yield sse({**self._chunk_head(), "choices": [], "usage": self._usage()})
-        except Exception as e:
-            yield sse_error(e)
-        finally:
-            if not finished:  # the client went away (or the stream failed): nothing it asked for may keep running
-                self.s.loop.abort(self.rid, streams[0])
-        yield SSE_DONE
+        async for prompt_index, final, output in merged(streams):
+            for k in self._update(prompt_index, final, output):
+                chunk = self._chunk(k)
+                if chunk is not None:
+                    yield sse(chunk)
+        if self.body.include_usage:
+            yield sse({**self._chunk_head(), "choices": [], "usage": self._usage()})
 
     def _chunk_head(self) -> dict:
         return {"id": self.rid, "object": "chat.completion.chunk" if self.chat else "text_completion",

@@ -51,17 +51,23 @@ def test_generate_equals_the_offline_engine(pool, offline):
     assert [o.outputs[0].token_ids for o in outputs] == [e.outputs[0].token_ids for e in expected]
 
 
-def test_abort_fans_out_to_every_replica(pool, offline):
-    samples = make_samples("niah_single_1", offline.tokenizer, 512, 2, seed=4)
+def run_held(pool, samples) -> tuple[threading.Thread, list]:
+    """pool.run in a thread while the pool is paused, once every document is held by a replica (still paused)."""
     pool.pause()
     result = []
     thread = threading.Thread(target=lambda: result.extend(pool.run(samples, CONFIG)))
     thread.start()
+    deadline = time.monotonic() + 30
+    while sum(s["held"] for s in pool.stats()) < len(samples):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return thread, result
+
+
+def test_abort_fans_out_to_every_replica(pool, offline):
+    samples = make_samples("niah_single_1", offline.tokenizer, 512, 2, seed=4)
     try:
-        deadline = time.monotonic() + 30
-        while sum(s["held"] for s in pool.stats()) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        thread, result = run_held(pool, samples)
         assert [s["held"] for s in pool.stats()] == [1, 1]  # one document on each replica
         assert pool.abort() == 2
     finally:
@@ -120,15 +126,8 @@ def test_a_killed_replica_restarts_and_its_documents_resume(pool, offline):
     document is answered exactly once, as a run without the kill answers it."""
     samples = make_samples("niah_single_1", offline.tokenizer, 1024, 4, seed=9)
     pids = [s["pid"] for s in pool.stats()]
-    pool.pause()
-    result = []
-    thread = threading.Thread(target=lambda: result.extend(pool.run(samples, CONFIG)))
-    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while sum(s["held"] for s in pool.stats()) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        thread, result = run_held(pool, samples)
     finally:
         pool.resume()
     time.sleep(0.5)  # some turns finish first

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from grumem.engine import LLM, SamplingParams
-from conftest import ServerThread
+from server_thread import ServerThread
 
 
 def post(server, path, body):
