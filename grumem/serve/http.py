@@ -14,8 +14,6 @@ from grumem.engine import LLM
 from grumem.serve.engine_loop import EngineLoop
 from grumem.serve.metrics import ServerMetrics
 
-DISCONNECT_POLL_S = 0.25
-
 
 @dataclass
 class ServerState:
@@ -108,8 +106,11 @@ async def unless_disconnected(request: Request, work: Awaitable, release: Callab
 
 
 async def _disconnected(request: Request) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(DISCONNECT_POLL_S)
+    """Returns when the client goes away. Once the body is read, the server's next message is the disconnect:
+    waiting for it costs nothing, where polling woke the event loop (and stalled the engine's threads) 4 times a
+    second per request."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def merged(streams) -> AsyncIterator[tuple[int, bool, object]]:
