@@ -29,9 +29,7 @@ class EngineReplica:
 
     async def generate(self, rid: str, prompt_ids: list[int], params: SamplingParams) -> RequestOutput:
         (stream,) = self.loop.generate(rid, [prompt_ids], params)
-        async for final, output in stream.events():
-            if final:
-                return output
+        return await stream.final()
 
     async def memory(self, rid: str, sample: Sample, config: AgentConfig,
                      resume: Trajectory | None = None):
@@ -53,11 +51,10 @@ class EngineReplica:
         """MemoryAgent.rollout of these samples (at `indices` of the whole batch) on this replica."""
         stream = self.loop.memory(rid, lambda on_turn: self._agent(config).new_rollout(
             samples, group_size, temperature, top_p, seed, indices))
-        async for final, payload in stream.events():
-            if final:
-                if isinstance(payload, Exception):
-                    raise payload
-                return payload
+        payload = await stream.final()
+        if isinstance(payload, Exception):
+            raise payload
+        return payload
 
     def _agent(self, config: AgentConfig) -> MemoryAgent:
         key = repr(config)

@@ -41,6 +41,12 @@ class Stream:
     async def next(self) -> tuple[bool, Any]:
         return await self.queue.get()
 
+    async def final(self) -> Any:
+        """The final payload (the events before it are dropped)."""
+        async for final, payload in self.events():
+            if final:
+                return payload
+
     async def events(self):
         """(final, payload) pairs, the final one last."""
         while True:

@@ -24,13 +24,7 @@ async def generate(body: GenerateRequest, request: Request):
     if body.stream:
         return StreamingResponse(sse_stream(_events(s, body, rid, stream), lambda: s.loop.abort(rid, stream)),
                                  media_type="text/event-stream")
-
-    async def result():
-        async for final, output in stream.events():
-            if final:
-                return output
-
-    output = await unless_disconnected(request, result(), lambda: s.loop.abort(rid, stream))
+    output = await unless_disconnected(request, stream.final(), lambda: s.loop.abort(rid, stream))
     return _response(s, body, rid, output)
 
 

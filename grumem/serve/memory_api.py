@@ -31,13 +31,7 @@ async def memory(body: MemoryRequest, request: Request):
     if body.stream:
         return StreamingResponse(sse_stream(_events(s, rid, stream), lambda: s.loop.abort(rid, stream)),
                                  media_type="text/event-stream")
-
-    async def result():
-        async for final, payload in stream.events():
-            if final:
-                return payload
-
-    payload = await unless_disconnected(request, result(), lambda: s.loop.abort(rid, stream))
+    payload = await unless_disconnected(request, stream.final(), lambda: s.loop.abort(rid, stream))
     return _result(s, rid, payload)
 
 

@@ -16,6 +16,6 @@ def pool(ray_cluster, tiny_llama_path):
     from grumem.distributed import ReplicaPool
 
     pool = ReplicaPool(tiny_llama_path, 2, {"num_kvcache_blocks": 256, "max_num_seqs": 8}, cpus_per_replica=1,
-                       health_timeout_s=5)
+                       health_timeout_s=30)
     yield pool
     pool.shutdown()
