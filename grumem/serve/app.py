@@ -35,7 +35,7 @@ def build_app(llm: LLM, model_name: str, max_queue: int = 256, control: bool = F
         loop.stop()
 
     app = FastAPI(title="grumem", lifespan=lifespan)
-    app.state.server = ServerState(llm, loop, metrics, model_name, control)
+    app.state.server = ServerState(llm, loop, metrics, model_name)
     for router in (openai_api.router, generate_api.router, memory_api.router):
         app.include_router(router)
     if control:

@@ -21,7 +21,6 @@ class ServerState:
     loop: EngineLoop
     metrics: ServerMetrics
     model_name: str
-    control: bool  # the RL control endpoints are on
     agents: dict = field(default_factory=dict)  # memory-loop settings -> their MemoryAgent (serve/memory_api.py)
 
     @property
