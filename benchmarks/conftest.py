@@ -63,6 +63,10 @@ def pytest_addoption(parser):
     group.addoption("--serve-clients", type=int, default=16, help="bench_serve: concurrent clients")
     group.addoption("--serve-load-requests", type=int, default=200, help="bench_serve: requests of the load run")
     group.addoption("--serve-load-length", type=int, default=2048, help="bench_serve: their document length")
+    group.addoption("--huge-lengths", default="65536,262144,1048576", help="bench_huge_document: tokens per file")
+    group.addoption("--huge-megabytes", type=int, default=200, help="bench_huge_document: the big file, exit gate on")
+    group.addoption("--replica-questions", type=int, default=16, help="bench_replicas: questions per pool")
+    group.addoption("--replica-length", type=int, default=4096, help="bench_replicas: their context tokens")
 
 
 _AGENT_RESULTS: dict[str, tuple[float, float, int]] = {}

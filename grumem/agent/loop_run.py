@@ -95,7 +95,7 @@ class LoopRun:
         if self.on_turn is not None:
             self.on_turn(reader.traj, record)
         if request is None:
-            self._close([reader])
+            self._close([reader], reader.read_problem)
         else:
             self._submit(request, [reader], IN_FLIGHT_PRIORITY)
 

@@ -12,7 +12,7 @@ from grumem.agent.parsing import extract_answer, parse_turn
 from grumem.agent.trajectory import TurnRecord, Trajectory
 from grumem.engine import CompletionOutput, RequestOutput, SamplingParams
 from grumem.engine.seeding import mix_seed
-from grumem.tasks import Sample, chunk_document, score
+from grumem.tasks import Sample, num_chunks, score
 
 if TYPE_CHECKING:
     from grumem.agent.loop import MemoryAgent
@@ -37,17 +37,21 @@ class Reader:
         self.agent, self.sample, self.traj, self.sampling = agent, sample, traj, sampling
         config = agent.config
         self.question_ids = agent.prompts.encode(sample.question)
-        self.chunks = chunk_document(sample.context_ids, config.chunk_tokens)
         self.memory_ids = agent.prompts.no_memory_ids
-        self.chunk_index, self.pinned, self.done = 0, [], False
+        self.pinned, self.done = [], False
         self.evidence_offset: float | None = None  # the gate prior's, once the baseline is scored
-        traj.num_chunks = len(self.chunks)
+        self.read_problem: str | None = None  # why the document could not be read on
+        # a file's number of chunks is known once its end is reached (_advance)
+        traj.num_chunks = None if sample.document is not None else num_chunks(sample.num_tokens, config.chunk_tokens)
+        self._seek(0)
         traj.evidence_chunks = sample.evidence_chunks(config.chunk_tokens) if sample.evidence_spans else []
         traj.distractor_chunks = sample.distractor_chunks(config.chunk_tokens)
         self.started = time.perf_counter()
 
     def problem(self) -> str | None:
-        if not self.chunks:
+        if self.read_problem is not None:
+            return self.read_problem
+        if self.chunk is None:
             return "empty document: nothing to read"
         if len(self.question_ids) > self.agent.config.chunk_tokens:
             return (f"question of {len(self.question_ids)} tokens is longer than the chunk budget "
@@ -64,8 +68,7 @@ class Reader:
 
     def memory_request(self, n: int = 1) -> tuple[list[int], SamplingParams]:
         config = self.agent.config
-        prompt, span = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids,
-                                                               self.chunks[self.chunk_index])
+        prompt, span = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids, self.chunk)
         processors, prior = {}, config.uses_gate_prior
         if config.memory_format is not None:
             args = replace(config.memory_format, evidence_offset=self.evidence_offset if prior else None)
@@ -84,8 +87,9 @@ class Reader:
         return self.agent.prompts.answer_prompt(self.question_ids, self.memory_ids), params
 
     def on_output(self, output: RequestOutput, completion: CompletionOutput, submitted: float):
-        """Records the finished turn; returns the next (prompt, params), or None when the answer is in."""
-        is_answer = self.chunk_index >= len(self.chunks)
+        """Records the finished turn; returns the next (prompt, params), or None when the answer is in (or the
+        document could not be read on: `read_problem` says why)."""
+        is_answer = self.chunk is None
         record = TurnRecord(
             "answer" if is_answer else "memory", -1 if is_answer else self.chunk_index, output.prompt_token_ids,
             completion.token_ids, completion.logprobs, completion.roles, completion.finish_reason,
@@ -101,13 +105,12 @@ class Reader:
         if not self.pinned:
             self.pinned = self.agent.llm.pin_prefix(self.agent.prompts.document_prefix(self.question_ids))
         self.traj.stop_chunk = self.chunk_index
-        stop = self.agent.config.uses_exit_gate and record.next == "end"
-        self.chunk_index = len(self.chunks) if stop else self.chunk_index + 1
-        return self.next_request()
+        self._advance(stop=self.agent.config.uses_exit_gate and record.next == "end")
+        return None if self.read_problem is not None else self.next_request()
 
     def next_request(self, n: int = 1) -> tuple[list[int], SamplingParams]:
         """The memory turn of the current chunk, or the answer once every chunk is read (or the exit gate said end)."""
-        return self.answer_request() if self.chunk_index >= len(self.chunks) else self.memory_request(n)
+        return self.answer_request() if self.chunk is None else self.memory_request(n)
 
     def resume(self, partial: Trajectory) -> None:
         """Goes on from where an earlier reading of this document stopped (a replica that died mid-way): its memory
@@ -117,8 +120,26 @@ class Reader:
         if turns:
             last = turns[-1]
             self.memory_ids, self.traj.stop_chunk = last.memory_ids, last.chunk_index
-            stop = self.agent.config.uses_exit_gate and last.next == "end"
-            self.chunk_index = len(self.chunks) if stop else last.chunk_index + 1
+            self._seek(last.chunk_index)
+            self._advance(stop=self.agent.config.uses_exit_gate and last.next == "end")
+
+    def _seek(self, index: int) -> None:
+        """Reads the document from its start up to chunk `index` (the chunks before it are passed over)."""
+        self._chunks = self.sample.chunks(self.agent.prompts.tokenizer, self.agent.config.chunk_tokens)
+        self.chunk_index, self.chunk = -1, None
+        for _ in range(index + 1):
+            self._advance(stop=False)
+
+    def _advance(self, stop: bool) -> None:
+        """On to the next chunk; `chunk` is None once the document is read (or reading stops). A file that turns
+        out unreadable part-way sets read_problem."""
+        self.chunk_index += 1
+        try:
+            self.chunk = None if stop else next(self._chunks, None)
+        except ValueError as e:
+            self.chunk, self.read_problem = None, str(e)
+        if self.chunk is None and not stop and self.read_problem is None:
+            self.traj.num_chunks = self.chunk_index  # the end is known once it is reached
 
     def _update_memory(self, record: TurnRecord) -> None:
         ids = record.output_ids

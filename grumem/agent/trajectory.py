@@ -35,7 +35,7 @@ class Trajectory:
     sample_index: int
     group_index: int = 0  # which of the G rollouts of its sample
     turns: list[TurnRecord] = field(default_factory=list)
-    num_chunks: int = 0
+    num_chunks: int | None = 0  # None: a file the exit gate left before its end (its length is not known)
     evidence_chunks: list[int] = field(default_factory=list)
     distractor_chunks: list[int] = field(default_factory=list)
     answer: str = ""

@@ -83,7 +83,8 @@ class ServerMetrics:
                     self.gates.labels(gate, value).inc()
         outcome = "aborted" if trajectory.aborted else "error" if trajectory.error else "answered"
         self.documents.labels(outcome).inc()
-        if trajectory.error is None and 0 <= trajectory.stop_chunk < trajectory.num_chunks - 1:
+        last = trajectory.num_chunks - 1 if trajectory.num_chunks is not None else None  # None: a file left early
+        if trajectory.error is None and 0 <= trajectory.stop_chunk and (last is None or trajectory.stop_chunk < last):
             self.early_exits.inc()
 
     def render(self) -> bytes:

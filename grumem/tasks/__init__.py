@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from grumem.tasks import hard_niah, hotpotqa, niah, squad
-from grumem.tasks.chunking import chunk_document
+from grumem.tasks.chunking import chunk_document, num_chunks
 from grumem.tasks.common import EXIT_TIMINGS, Sample, exit_timing, sample_rng
 from grumem.tasks.metrics import niah_recall, score, sub_em
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = ["EXIT_TIMINGS", "TASKS", "Sample", "chunk_document", "exit_timing", "make_samples", "niah_recall",
-           "sample_stream", "score", "sub_em"]
+           "num_chunks", "sample_stream", "score", "sub_em"]
 
 TASKS = (*niah.NIAH_TASKS, *hard_niah.HARD_TASKS, "hotpotqa", "squad")
 

@@ -1,5 +1,6 @@
-"""Sample: one long-context question whose document is token ids (the canonical form: nothing re-tokenises it),
-with the token spans that hold its evidence, so rewards and gate metrics know which chunks matter."""
+"""Sample: one long-context question whose document is token ids (the canonical form: nothing re-tokenises it), or a
+file tokenised as it is read (text_file.py), with the token spans that hold its evidence, so rewards and gate
+metrics know which chunks matter."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from grumem.tasks.chunking import span_chunks
+from grumem.tasks.chunking import chunk_document, span_chunks
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from transformers import PreTrainedTokenizerBase
+
+    from grumem.tasks.text_file import TextFile
 
 
 @dataclass(slots=True)
@@ -23,10 +28,17 @@ class Sample:
     evidence_spans: list[tuple[int, int]]  # half-open [start, end) offsets into context_ids, one per evidence piece
     metric: str  # "sub_em" or "recall"
     distractor_spans: list[tuple[int, int]] = field(default_factory=list)  # passages made to look like evidence
+    document: TextFile | None = None  # a file tokenised as it is read (context_ids then stays empty)
 
     @property
     def num_tokens(self) -> int:
         return len(self.context_ids)
+
+    def chunks(self, tokenizer: PreTrainedTokenizerBase, chunk_tokens: int) -> Iterator[list[int]]:
+        """The document's chunks in reading order; a file's are tokenised as they are reached."""
+        if self.document is not None:
+            return self.document.chunks(tokenizer, chunk_tokens)
+        return iter(chunk_document(self.context_ids, chunk_tokens))
 
     def evidence_chunks(self, chunk_tokens: int) -> list[int]:
         """The chunks holding evidence, in reading order; the last is where an exit is exact."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grumem.tasks.common import Sample
+from grumem.tasks.text_file import TextFile
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -102,10 +103,25 @@ def token_sample(ids: list[int], question: str, answers: list[str], index: int =
     return Sample("ask", index, list(ids), check_question(question, where), check_answers(answers, where), [], "sub_em")
 
 
-def batch_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], number: int, index: int) -> Sample:
-    """The sample of parsed batch line `number`, its document read from disk when given as a path."""
+def file_sample(path: str, question: str, answers: list[str], index: int = 0, where: str = "") -> Sample:
+    """A document file and its question as a sample; the file is checked now (read through once, in bounded
+    memory) and tokenised chunk by chunk as the loop reaches it, so its size does not matter."""
+    document = TextFile(path)
     try:
-        text = item["context"] if "context" in item else read_document(item["document"])
+        document.check()
     except ValueError as e:
-        raise ValueError(f"line {number}: {e}") from None
-    return user_sample(tokenizer, text, item["question"], item["answers"], index, f"line {number}: ")
+        raise ValueError(f"{where}{e}") from None
+    return Sample("ask", index, [], check_question(question, where), check_answers(answers, where), [], "sub_em",
+                  document=document)
+
+
+def item_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], index: int = 0, where: str = "") -> Sample:
+    """The sample of checked fields (parse_batch_line's, or the CLI's): a "context" text or a "document" file."""
+    if "document" in item:
+        return file_sample(item["document"], item["question"], item["answers"], index, where)
+    return user_sample(tokenizer, item["context"], item["question"], item["answers"], index, where)
+
+
+def batch_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], number: int, index: int) -> Sample:
+    """The sample of parsed batch line `number`."""
+    return item_sample(tokenizer, item, index, f"line {number}: ")
