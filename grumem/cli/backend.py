@@ -50,6 +50,7 @@ class PoolBackend:
 
         self.pool = ReplicaPool(args.model, args.replicas, engine_options(args), args.cpus_per_replica,
                                 address=args.ray_address)
+        self.pool.watch_health()
         self.tokenizer = load_tokenizer(args.model)
 
     def run(self, config: AgentConfig, samples: list[Sample], progress: bool = False,

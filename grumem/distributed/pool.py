@@ -4,10 +4,12 @@ The router sends each request to the healthy replica with the fewest outstanding
 runs on one replica from its first turn to its answer (its prefix cache), and control calls fan out to all.
 Replicas restart when they die (max_restarts); a document whose replica died is resubmitted from its last
 finished turn, so no document is lost or answered twice. A replica that does not answer a health check in time is
-taken out of the router until it answers again.
+taken out of the router until it answers again (check_health, or every few seconds with watch_health).
 """
 import asyncio
 import itertools
+import logging
+import threading
 from collections.abc import Callable
 
 import ray
@@ -19,6 +21,8 @@ from grumem.agent import AgentConfig, Trajectory
 from grumem.distributed.replica import CONCURRENCY_GROUPS, EngineReplica
 from grumem.engine import RequestOutput, SamplingParams
 from grumem.tasks import Sample
+
+log = logging.getLogger("grumem.distributed")
 
 MAX_RESUBMITS = 3  # per document: a document that kills its replica every time is failed, not retried forever
 
@@ -46,6 +50,7 @@ class ReplicaPool:
         self._weights = None  # the object-store ref of the weights served since the last update_weights
         self._recovering: dict[int, asyncio.Task] = {}
         self._ids = itertools.count()
+        self._watching: threading.Event | None = None  # set to stop the health-check thread
         ray.get([r.ping.remote() for r in self.replicas], timeout=300)
 
     # --- routing --------------------------------------------------------------------------------------------
@@ -64,8 +69,24 @@ class ReplicaPool:
                 healthy.add(i)
             except (GetTimeoutError, RayActorError):
                 pass
-        self.healthy = healthy
-        return healthy
+        self.healthy = healthy - {i for i, task in self._recovering.items() if not task.done()}  # not on old weights
+        return self.healthy
+
+    def watch_health(self, interval_s: float = 10.0) -> None:
+        """Checks health every interval_s seconds in a background thread until shutdown (once started, later calls
+        do nothing)."""
+        if self._watching is not None:
+            return
+        self._watching = stop = threading.Event()
+
+        def watch():
+            while not stop.wait(interval_s):
+                try:
+                    self.check_health()
+                except Exception:
+                    log.exception("the replicas' health check failed")
+
+        threading.Thread(target=watch, name="grumem-health", daemon=True).start()
 
     # --- requests -------------------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[RequestOutput]:
@@ -186,6 +207,8 @@ class ReplicaPool:
         return ray.get([r.stats.remote() for r in self.replicas])
 
     def shutdown(self) -> None:
+        if self._watching is not None:
+            self._watching.set()
         for replica in self.replicas:
             ray.kill(replica, no_restart=True)
         remove_placement_group(self.placement)
