@@ -27,7 +27,10 @@ class TextFile:
     def check(self) -> None:
         """Reads the file through once (bounded memory): raises ValueError when it cannot be read, is not UTF-8 or
         holds no text."""
-        if not any(text.strip() for text in self.texts()):
+        has_text = False
+        for text in self.texts():  # to the end: a bad byte anywhere is found now, not part-way through reading
+            has_text = has_text or not text.isspace()
+        if not has_text:
             raise ValueError(f"{self.path}: empty document: no text to read")
 
     def texts(self) -> Iterator[str]:

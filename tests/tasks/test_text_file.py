@@ -51,6 +51,13 @@ def test_bad_utf8_names_the_file_and_the_byte_even_across_blocks(tokenizer, tmp_
         list(TextFile(truncated, 4).chunks(tokenizer, 16))
 
 
+def test_the_check_reads_to_the_end(tmp_path):
+    """A bad byte after many blocks of good text is found before anything is read."""
+    path = write(tmp_path, ("plain words " * 2000).encode() + b"\xfe tail")
+    with pytest.raises(ValueError, match="not UTF-8 text .* at byte 24000"):
+        TextFile(path, 64).check()
+
+
 @pytest.mark.parametrize("data", ["", "  \n\t \n"])
 def test_a_file_without_text_is_rejected(tmp_path, data):
     path = write(tmp_path, data)
