@@ -75,8 +75,8 @@ def baseline(tmp_path_factory):
 
 def cases(config) -> list[tuple[str, int, bool]]:
     lengths = [int(x) for x in config.getoption("huge_lengths").split(",")]
-    cases = [(f"{n // 1024}K", n, exit_gate) for n in lengths for exit_gate in (True, False)]
-    return cases + [(f"{config.getoption('huge_megabytes')}MB", -config.getoption("huge_megabytes"), True)]
+    by_length = [(f"{n // 1024}K", n, exit_gate) for n in lengths for exit_gate in (True, False)]
+    return by_length + [(f"{config.getoption('huge_megabytes')}MB", -config.getoption("huge_megabytes"), True)]
 
 
 def pytest_generate_tests(metafunc):

@@ -7,9 +7,7 @@ import json
 from grumem.cli.backend import add_replica_args, check_replica_args, make_backend
 from grumem.cli.common import add_agent_args, add_engine_args, agent_config, check_engine_args, trajectory_record
 from grumem.cli.results_file import ResultsFile
-from grumem.tasks.text_file import TextFile
-from grumem.tasks.user_documents import (BatchLine, batch_sample, check_answers, check_question, item_sample,
-                                         read_batch)
+from grumem.tasks.user_documents import BatchLine, batch_sample, file_sample, read_batch
 
 
 def register(commands) -> None:
@@ -34,8 +32,8 @@ def validate(args) -> None:
             raise ValueError("--doc needs --question")
         if args.out is not None:
             raise ValueError("--out goes with --batch")
-        TextFile(args.doc).check()
-        item = {"document": args.doc, "question": check_question(args.question), "answers": check_answers(args.answers)}
+        args.doc_sample = file_sample(args.doc, args.question, args.answers)  # the file checked once, here
+        item = {"document": args.doc, "question": args.doc_sample.question, "answers": args.doc_sample.answers}
         args.inputs = [BatchLine(0, "", item)]
     else:
         if args.question is not None or args.answers is not None:
@@ -72,7 +70,7 @@ def run(args) -> None:
                     raise line.item
                 item = line.item
                 samples.append(batch_sample(backend.tokenizer, item, line.number, len(samples)) if args.batch
-                               else item_sample(backend.tokenizer, item))
+                               else args.doc_sample)
                 lines.append(line)
             except ValueError as e:
                 question = None if isinstance(line.item, ValueError) else line.item["question"]

@@ -83,8 +83,9 @@ class ServerMetrics:
                     self.gates.labels(gate, value).inc()
         outcome = "aborted" if trajectory.aborted else "error" if trajectory.error else "answered"
         self.documents.labels(outcome).inc()
-        last = trajectory.num_chunks - 1 if trajectory.num_chunks is not None else None  # None: a file left early
-        if trajectory.error is None and 0 <= trajectory.stop_chunk and (last is None or trajectory.stop_chunk < last):
+        num_chunks = trajectory.num_chunks  # None: a file left before its end
+        if trajectory.error is None and 0 <= trajectory.stop_chunk and (num_chunks is None
+                                                                        or trajectory.stop_chunk < num_chunks - 1):
             self.early_exits.inc()
 
     def render(self) -> bytes:

@@ -115,13 +115,9 @@ def file_sample(path: str, question: str, answers: list[str], index: int = 0, wh
                   document=document)
 
 
-def item_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], index: int = 0, where: str = "") -> Sample:
-    """The sample of checked fields (parse_batch_line's, or the CLI's): a "context" text or a "document" file."""
+def batch_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], number: int, index: int) -> Sample:
+    """The sample of parsed batch line `number`: its "context" text or its "document" file."""
+    where = f"line {number}: "
     if "document" in item:
         return file_sample(item["document"], item["question"], item["answers"], index, where)
     return user_sample(tokenizer, item["context"], item["question"], item["answers"], index, where)
-
-
-def batch_sample(tokenizer: PreTrainedTokenizerBase, item: dict[str, Any], number: int, index: int) -> Sample:
-    """The sample of parsed batch line `number`."""
-    return item_sample(tokenizer, item, index, f"line {number}: ")
