@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from grumem.cli import main
+from grumem.gates import trained_settings
 
 SMALL = ["--chunk-tokens", "256", "--memory-tokens", "16", "--think-tokens", "4", "--answer-tokens", "12",
          "--kv-cache-gb", "0.5"]
@@ -73,7 +74,7 @@ def no_model(monkeypatch):
     (["train", "--steps", "-1"], "--steps, .* must be >= 0"),
     (["train", "--plot", "curve.png"], "--plot draws the held-out evaluations"),
     (["train", "--lora-rank", "0", "--adapter", "tests"], "needs --lora-rank > 0"),
-    (["run", "--gates", "learned", "--model", "qwen2.5-3b"], "learned gates are installed for smollm2-135m only"),
+    (["run", "--gates", "learned", "--model", "qwen2.5-3b"], "learned gates are trained for smollm2-135m only"),
     (["run", "--adapter", "no/such/adapter"], "--adapter 'no/such/adapter' is not a folder"),
     (["eval", "--compare-gates", "own,nope"], "'nope' is neither one of prior, own, learned nor a folder"),
 ])
@@ -86,24 +87,31 @@ def test_bad_arguments_stop_before_the_model_loads(argv, message, no_model, caps
     assert re.search(message, err[0]), err[0]
 
 
-def test_flag_defaults_come_from_the_configs():
+def cli_parser():
     import argparse
-    from dataclasses import replace
 
-    from grumem.agent import AgentConfig
     from grumem.cli import SUBCOMMANDS
-    from grumem.trainer import TrainerConfig
-    from grumem.trainer.warm_start import WarmStartConfig
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command")
     for command in SUBCOMMANDS:
         command.register(commands)
-    run = parser.parse_args(["run"])
-    agent = AgentConfig()
-    assert (run.chunk_tokens, run.memory_tokens, run.think_tokens, run.answer_tokens, run.gate_prior) == (
-        agent.chunk_tokens, agent.memory_tokens, agent.max_think_tokens, agent.answer_tokens,
-        agent.gate_prior_threshold)
+    return parser
+
+
+def test_flag_defaults_come_from_the_configs():
+    from dataclasses import replace
+
+    from grumem.agent import AgentConfig
+    from grumem.cli.common import agent_config
+    from grumem.trainer import TrainerConfig
+    from grumem.trainer.warm_start import WarmStartConfig
+
+    parser = cli_parser()
+    run, agent = agent_config(parser.parse_args(["run"])), AgentConfig()
+    for name in ("chunk_tokens", "memory_tokens", "max_think_tokens", "answer_tokens", "gate_prior_threshold",
+                 "think", "layout"):
+        assert getattr(run, name) == getattr(agent, name), name
     train, trainer = parser.parse_args(["train"]), TrainerConfig()
     for name in ("lr", "alpha", "outcome", "kl_coef", "temperature", "mini_batches", "tis_cap", "autocast", "seed"):
         assert getattr(train, name) == getattr(trainer, name), name
@@ -150,7 +158,7 @@ def test_train_warm_starts_a_lora_adapter_logs_plots_and_saves_it(tmp_path, caps
     saved, log, plot = tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "curve.png"
     tiny = ["--model", tiny_llama_path, "--length", "768", "--chunk-tokens", "256", "--memory-tokens", "64",
             "--think-tokens", "24", "--answer-tokens", "8", "--kv-cache-gb", "0.05"]
-    main(["train", *tiny, "--warm-start-steps", "2", "--documents-per-step", "1", "--steps", "1", "--group-size", "2",
+    main(["train", *tiny, "--think", "quote", "--warm-start-steps", "2", "--documents-per-step", "1", "--steps", "1", "--group-size", "2",
           "--groups-per-step", "1", "--lora-rank", "4", "--eval-every", "2", "--eval-samples", "1",
           "--eval-tasks", "niah_single_1", "--log", str(log), "--plot", str(plot), "--save", str(saved), "--json"])
     printed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
@@ -161,7 +169,9 @@ def test_train_warm_starts_a_lora_adapter_logs_plots_and_saves_it(tmp_path, caps
         ("rl", 1)]
     assert all(len(r["update_balanced_acc"]) == 2 for r in logged if "eval_after_step" in r)  # value, interval
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                       "grumem_loop.json"]
+    assert trained_settings(str(saved)) == {"think": "quote", "chunk_tokens": 256}  # run's defaults with it
     main(["run", *tiny, "--tasks", "niah_single_1", "--num-samples", "1", "--gates", "own", "--adapter", str(saved)])
     assert "niah_single_1" in capsys.readouterr().out
 
@@ -175,6 +185,7 @@ def test_learned_gates_are_refused_until_installed_then_run(tmp_path, monkeypatc
 
     gates = tmp_path / "gates"
     monkeypatch.setattr("grumem.gates.learned_gates_dir", lambda model="smollm2-135m": gates)
+    monkeypatch.setattr("grumem.gates.SHIPPED", tmp_path / "none shipped")
     argv = ["run", "--gates", "learned", "--tasks", "niah_single_2", "--length", "2048", "--num-samples", "1", *SMALL]
     with pytest.raises(SystemExit) as stopped:
         main(argv)
@@ -186,3 +197,22 @@ def test_learned_gates_are_refused_until_installed_then_run(tmp_path, monkeypatc
     main(argv)
     header, _, row = capsys.readouterr().out.strip().splitlines()[-3:]
     assert "cached_per_turn" in header and row.split()[:2] == ["niah_single_2", "2048"]
+
+
+def test_the_shipped_learned_gates_run_with_the_settings_they_were_trained_under(tmp_path, monkeypatch, capsys,
+                                                                                 smollm2_path):
+    from grumem.cli.common import agent_config, engine_options
+    from grumem.gates import SHIPPED
+
+    monkeypatch.setattr("grumem.gates.learned_gates_dir", lambda model="smollm2-135m": tmp_path / "none installed")
+    args = cli_parser().parse_args(["run", "--gates", "learned"])
+    config = agent_config(args)
+    assert (config.think, config.chunk_tokens, config.layout, config.uses_gate_prior) == ("quote", 512, "paper", False)
+    assert engine_options(args)["adapter"] == str(SHIPPED)
+    given = ["run", "--gates", "learned", "--think", "free", "--chunk-tokens", "256"]
+    flags = agent_config(cli_parser().parse_args(given))
+    assert (flags.think, flags.chunk_tokens) == ("free", 256)  # flags given win over the adapter's settings
+    main(["run", "--gates", "learned", "--tasks", "niah_single_1", "--length", "1024", "--num-samples", "1",
+          "--kv-cache-gb", "0.5", "--json"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["task"] == "niah_single_1" and record["format_ok"] == 1.0

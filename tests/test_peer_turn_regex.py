@@ -23,7 +23,7 @@ CONFIG = AgentConfig(mode="grumem", layout="paper", gate_prior_threshold=None)
 ])
 def test_grumem_turns_match_the_peer_regex(tokenizer, think, check, memory, next_gate):
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    ids, _, _ = write_turn(GateGrammar(tokenizer), CONFIG, encode(think), check, encode(memory), next_gate)
+    ids, _, _ = write_turn(GateGrammar(tokenizer), CONFIG.memory_format, encode(think), check, encode(memory), next_gate)
     text = tokenizer.decode(ids, skip_special_tokens=True)
     assert re.fullmatch(turn_regex(CONFIG), text), text
 

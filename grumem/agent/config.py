@@ -1,9 +1,10 @@
 """Settings of the memory loop (mode, chunking, budgets, layout, gate prior), with the paper's sizes as a preset."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from grumem.agent.turn_format import FORMAT_MODES, FormatArgs
 
 MODES = ("grumem", "memagent")
+THINKS = ("free", "quote")
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class AgentConfig:
     max_think_lines: int | None = 1  # grumem: end <think> after its first line (a quote); None: only the token cap
     answer_tokens: int = 48
     constraint: str | None = "format"  # grumem decoding: "format", "gates" or None (parse leniently)
+    think: str = "free"  # grumem: "quote" makes <think> copy one sentence of the section (agent/quote.py)
     # the gate prior's threshold in nats, for models whose gates are not trained (agent/gate_prior.py says what it
     # is); None: the model's gates alone
     gate_prior_threshold: float | None = 10.0
@@ -38,6 +40,10 @@ class AgentConfig:
             raise ValueError(f"max_think_lines must be >= 1 or None, got {self.max_think_lines}")
         if self.constraint not in (None, *FORMAT_MODES):
             raise ValueError(f"constraint must be one of {FORMAT_MODES} or None, got {self.constraint!r}")
+        if self.think not in THINKS:
+            raise ValueError(f"think must be one of {THINKS}, got {self.think!r}")
+        if self.think == "quote" and self.mode == "grumem" and self.constraint != "format":
+            raise ValueError("quoted thoughts are decoded under the turn format: they need constraint 'format'")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
 
@@ -58,6 +64,11 @@ class AgentConfig:
         if self.mode != "grumem" or self.constraint is None:
             return None
         return FormatArgs(self.constraint, self.max_think_tokens, self.memory_tokens, self.max_think_lines)
+
+    def section_format(self, section: list[int]) -> FormatArgs | None:
+        """The turn format of the memory turn that reads `section`: memory_format, quoting it when think is quote."""
+        args = self.memory_format
+        return replace(args, quote=tuple(section)) if args is not None and self.think == "quote" else args
 
     @property
     def memory_turn_tokens(self) -> int:

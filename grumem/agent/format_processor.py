@@ -1,7 +1,8 @@
 """The turn format (and the gate prior on its choices) as an engine logits processor.
 
-Per step it costs one gather of mask-table rows, one masked fill and, where a gate prior is due, one index_put; per
-sequence and token, the state machine's list look-up and tag check (turn_format.py).
+Per step it costs one gather of mask-table rows, one masked fill, a row write per quote choice and, where a gate
+prior is due, one index_put; per sequence and token, the state machine's list look-up and tag check
+(turn_format.py).
 """
 import torch
 
@@ -42,8 +43,13 @@ class TurnFormat(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor, states: list[GateState | None]) -> tuple[torch.Tensor, list[int]]:
         masks = [state.next_mask() if state is not None else (ANY, -1) for state in states]
-        mask_rows = torch.tensor([row for row, _ in masks], device=logits.device)
-        logits = logits.masked_fill(self.blocked[mask_rows], float("-inf"))
+        mask_rows = torch.tensor([row if isinstance(row, int) else ANY for row, _ in masks], device=logits.device)
+        blocked = self.blocked[mask_rows]
+        for i, (row, _) in enumerate(masks):
+            if not isinstance(row, int):  # a quote's choice: the ids that go on copying the section
+                blocked[i] = True
+                blocked[i, list(row)] = False
+        logits = logits.masked_fill(blocked, float("-inf"))
         biases = [(i, *bias) for i, state in enumerate(states) if state is not None and (bias := self._bias(state))]
         if biases:
             rows, cols, values = zip(*biases)

@@ -70,9 +70,8 @@ class Reader:
         config = self.agent.config
         prompt, span = self.agent.prompts.scored_memory_prompt(self.question_ids, self.memory_ids, self.chunk)
         processors, prior = {}, config.uses_gate_prior
-        if config.memory_format is not None:
-            args = replace(config.memory_format, evidence_offset=self.evidence_offset if prior else None)
-            processors[TurnFormat.name] = args
+        if (args := config.section_format(self.chunk)) is not None:
+            processors[TurnFormat.name] = replace(args, evidence_offset=self.evidence_offset if prior else None)
         params = SamplingParams(
             temperature=self.sampling.temperature, top_p=self.sampling.top_p, max_tokens=config.memory_turn_tokens,
             n=n, seed=self.sampling.turn_seed(len(self.traj.turns)), prompt_logprobs=span if prior else None,
@@ -93,6 +92,7 @@ class Reader:
         record = TurnRecord(
             "answer" if is_answer else "memory", -1 if is_answer else self.chunk_index, output.prompt_token_ids,
             completion.token_ids, completion.logprobs, completion.roles, completion.finish_reason,
+            None if is_answer else self.agent.config.section_format(self.chunk),
             num_cached_tokens=output.num_cached_tokens, seconds=time.perf_counter() - submitted,
         )
         if output.prompt_logprobs is not None and self.evidence_offset is not None:

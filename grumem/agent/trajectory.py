@@ -1,6 +1,7 @@
 """What the memory loop records: every turn with its exact ids (the rollout contract of the trainer), and results."""
 from dataclasses import dataclass, field
 
+from grumem.agent.turn_format import FormatArgs
 from grumem.tasks import exit_timing
 
 
@@ -13,6 +14,7 @@ class TurnRecord:
     logprobs: list[float]
     roles: list[int]  # TokenRole per output token; FORCED tokens carry no gradient
     finish_reason: str
+    format_args: FormatArgs | None = None  # the turn format it was decoded under (memory turns); None: unconstrained
     check: str | None = None  # update gate as written ("yes"/"no"), None when missing
     next: str | None = None  # exit gate as written ("continue"/"end")
     well_formed: bool = True

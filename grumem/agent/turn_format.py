@@ -6,8 +6,10 @@ format: <think>...</think>\n<check>yes|no</check>\n<update>\n...</update>\n<next
   the two gates are choices, and caps (tokens, or lines of thinking) force </think> and </update>. After check=no
   the update is forced empty: the candidate would be discarded anyway, so generating it is wasted decode.
 - "gates" mode leaves the text free and only constrains the values after a <check> or <next> the model wrote.
-Masks are rows of one (num_rows, vocab) table indexed per sequence; forced tokens bypass sampling. Per sequence and
-token the CPU work is one list look-up of the token's text and a tag check when that text holds a '>'.
+- With a section to quote (FormatArgs.quote, "format" mode), the thought is one sentence copied from it (quote.py).
+Masks are rows of one (num_rows, vocab) table indexed per sequence, or for a quote's choices the allowed ids; forced
+tokens bypass sampling. Per sequence and token the CPU work is one list look-up of the token's text and a tag check
+when that text holds a '>'.
 """
 import copy
 from collections import deque
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from grumem.agent.quote import Quote
 from grumem.engine import TokenRole
 
 ANY, NO_EOS, CHECK_CHOICE, NEXT_CHOICE, TEXT_START = range(5)  # mask table rows
@@ -37,6 +40,7 @@ class FormatArgs:
     max_memory_tokens: int | None = None  # force </update> after this many memory tokens
     max_think_lines: int | None = None  # force </think> once this many lines of thinking are written
     evidence_offset: float | None = None  # the gate prior's offset (gate_prior.py); None: no prior
+    quote: tuple[int, ...] | None = None  # the section the thought quotes ("format" mode, quote.py); None: free text
 
     def __post_init__(self):
         if self.mode not in FORMAT_MODES:
@@ -58,6 +62,7 @@ class GateGrammar:
             NEXT: {name: encode(name) for name in NEXT_OPTIONS},
         }
         self.eos_token_id = tokenizer.eos_token_id
+        self.newline_ids = encode("\n")
         table = torch.ones(5, len(tokenizer), dtype=torch.bool)
         table[NO_EOS, tokenizer.all_special_ids] = False
         self.pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])  # each token's text
@@ -90,6 +95,7 @@ class GateState:
         self.evidence_offset = args.evidence_offset
         self.evidence: float | None = None  # the gate prior (gate_prior.py), set once the prompt's question is scored
         self.phase, self.text, self.num_free, self.num_lines, self.line_open = FREE, "", 0, 0, False
+        self.quote = Quote(args.quote, grammar.piece) if args.quote is not None and self.mode == "format" else None
         if self.mode == "format":
             self._force(grammar.tag_ids("<think>"), THINK)
 
@@ -97,6 +103,7 @@ class GateState:
         """An independent state at the same point (it shares the grammar)."""
         other = copy.copy(self)
         other.forced, other.gates = deque(self.forced), dict(self.gates)  # the rest is immutable or never changes
+        other.quote = self.quote.copy() if self.quote is not None else None
         return other
 
     @property
@@ -107,10 +114,19 @@ class GateState:
         self.forced.extend(ids)
         self.phase, self.text, self.num_free, self.num_lines, self.line_open = then, "", 0, 0, False
 
-    def next_mask(self) -> tuple[int, int]:
-        """(mask row, forced token id or -1) for the next token."""
+    @property
+    def quoting(self) -> bool:
+        """The next token is copied from the section (chosen, or forced where only one place matches); a section
+        without a sentence to quote leaves the thought free."""
+        return self.quote is not None and not self.quote.ended and self.phase == THINK and not self.forced
+
+    def next_mask(self) -> tuple[int | tuple[int, ...], int]:
+        """(mask row, or the allowed ids of a quote's choice; forced token id or -1) for the next token."""
         if self.forced:
             return ANY, self.forced[0]
+        if self.quoting:
+            choices = self.quote.choices()
+            return (ANY, choices[0]) if len(choices) == 1 else (choices, -1)
         if self.phase == CHECK:
             return CHECK_CHOICE, -1
         if self.phase == NEXT:
@@ -133,6 +149,8 @@ class GateState:
         if self.phase in (CHECK, NEXT):
             self._choose(token_id)
             return TokenRole.CHOICE
+        if self.quoting:
+            return self._quote_token(token_id)
         self._free_token(token_id)
         return TokenRole.SAMPLED
 
@@ -172,6 +190,17 @@ class GateState:
         elif self.phase == THINK and self.max_think_lines is not None and self.num_lines >= self.max_think_lines:
             self._close_free_phase(write_closing=True)
 
+    def _quote_token(self, token_id: int) -> int:
+        forced = len(self.quote.choices()) == 1
+        self.quote.advance(token_id)
+        self.num_free += 1
+        if self.quote.ended:  # the sentence is copied: its line ends, and so does the thought
+            newline = [] if "\n" in self.grammar.piece(token_id) else self.grammar.newline_ids
+            self._force(newline + self.grammar.tag_ids("</think>", "\n<check>"), CHECK)
+        elif self.caps[THINK] is not None and self.num_free >= self.caps[THINK]:
+            self._close_free_phase(write_closing=True)
+        return TokenRole.FORCED if forced else TokenRole.SAMPLED
+
     def _count_lines(self, piece: str) -> None:
         """Lines with text that a line break has ended (blank lines do not count)."""
         *ended, rest = piece.split("\n")
@@ -197,3 +226,17 @@ def replay_mask_rows(grammar: GateGrammar, args: FormatArgs, output_ids: list[in
         rows.append(row)
         state.observe(token_id)
     return rows
+
+
+def thought_ids(grammar: GateGrammar, args: FormatArgs, output_ids: list[int]) -> list[int]:
+    """The ids of a turn's thought as the model wrote (or copied) them: after the forced <think>, before the tags
+    that close it."""
+    state, thought = GateState(grammar, args), []
+    for token_id in output_ids:
+        _, forced = state.next_mask()
+        if state.phase != THINK:
+            break
+        if forced < 0 or state.quoting:
+            thought.append(token_id)
+        state.observe(token_id)
+    return thought

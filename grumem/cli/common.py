@@ -6,11 +6,12 @@ import time
 from dataclasses import MISSING, fields
 
 from grumem.agent import AgentConfig, paper_preset
+from grumem.agent.config import THINKS
 from grumem.engine import LLM
 from grumem.engine.config import Config
 from grumem.engine.models.registry import MODEL_NAMES
 from grumem.evaluation import summarize
-from grumem.gates import GATES, learned_adapter
+from grumem.gates import GATES, learned_adapter, trained_settings
 from grumem.tasks import TASKS, Sample
 
 # the CLI serves people, so it picks bf16 where this CPU runs it natively; LLM() stays float32 (exact against HF)
@@ -20,6 +21,9 @@ CLI_DTYPE = "auto"
 def default(cls, name: str):
     field = next(f for f in fields(cls) if f.name == name)
     return field.default if field.default is not MISSING else field.default_factory()
+
+
+AGENT_DEFAULTS = {name: default(AgentConfig, name) for name in ("think", "chunk_tokens")}  # an adapter may say others
 
 
 def add_engine_args(p: argparse.ArgumentParser, dtype: str = CLI_DTYPE) -> None:
@@ -45,11 +49,16 @@ def add_agent_args(p: argparse.ArgumentParser, with_mode: bool = True, with_gate
         g.add_argument("--no-exit-gate", action="store_true", help="grumem: read every chunk (w/o EG)")
     g.add_argument("--layout", choices=["paper", "chunk_first"],
                    help="default: chunk_first with the gate prior (it needs it), else paper")
-    g.add_argument("--chunk-tokens", type=int, default=default(AgentConfig, "chunk_tokens"))
+    g.add_argument("--chunk-tokens", type=int,
+                   help=f"default {default(AgentConfig, 'chunk_tokens')}, or what the adapter was trained with")
     g.add_argument("--memory-tokens", type=int, default=default(AgentConfig, "memory_tokens"))
     g.add_argument("--think-tokens", type=int, default=default(AgentConfig, "max_think_tokens"))
     g.add_argument("--think-lines", type=int, default=default(AgentConfig, "max_think_lines") or 0,
                    help="end <think> after this many lines; 0: no line cap")
+    g.add_argument("--think", choices=THINKS,
+                   help="quote: <think> copies one sentence of the section, token for token (grumem/agent/quote.py); "
+                        f"free: the model writes it. Default {default(AgentConfig, 'think')}, or what the adapter "
+                        "was trained with")
     if with_gate_prior:
         g.add_argument("--gates", choices=GATES, default="prior",
                        help="prior: the gate prior on the untrained model; own: the model's own gates; learned: "
@@ -78,25 +87,31 @@ def check_task_args(args, length_flag: str) -> None:
 
 
 def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -> AgentConfig:
+    adapter = adapter_of(args)
+    trained = {**AGENT_DEFAULTS, **(trained_settings(adapter) if adapter else {})}
     settings = dict(
         mode=mode or args.mode, exit_gate=(not args.no_exit_gate) if exit_gate is None else exit_gate,
-        constraint=None if args.constraint == "none" else args.constraint,
+        constraint=None if args.constraint == "none" else args.constraint, think=args.think or trained["think"],
     )
     prior = getattr(args, "gates", "own") == "prior"
     settings["layout"] = args.layout or (None if prior else "paper")
     if args.paper:
         return paper_preset(**settings)
-    return AgentConfig(**settings, chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens,
+    return AgentConfig(**settings, chunk_tokens=args.chunk_tokens or trained["chunk_tokens"], memory_tokens=args.memory_tokens,
                        max_think_tokens=args.think_tokens, max_think_lines=args.think_lines or None,
                        answer_tokens=args.answer_tokens, gate_prior_threshold=args.gate_prior if prior else None)
 
 
+def adapter_of(args) -> str | None:
+    """The adapter served: --adapter, else the learned gates with --gates learned."""
+    if args.adapter is None and getattr(args, "gates", None) == "learned":
+        return learned_adapter(args.model)
+    return args.adapter
+
+
 def engine_options(args) -> dict:
-    adapter = args.adapter
-    if adapter is None and getattr(args, "gates", None) == "learned":
-        adapter = learned_adapter(args.model)
     return dict(device=args.device, dtype=args.dtype, kv_cache_memory_gb=args.kv_cache_gb,
-                kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs, adapter=adapter)
+                kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs, adapter=adapter_of(args))
 
 
 def check_engine_args(args) -> None:

@@ -3,11 +3,13 @@ documents' evidence (trainer/warm_start.py), then Multi-Conv DAPO (RL with GRU-M
 on every linear layer or full fine-tuning; greedy held-out evaluations with the gate report; a JSONL log and the
 learning curve as a PNG; the adapter (or checkpoint) saved."""
 import json
+from pathlib import Path
 
-from grumem.agent import MemoryAgent
+from grumem.agent import AgentConfig, MemoryAgent
 from grumem.cli.common import (add_agent_args, add_engine_args, agent_config, check_engine_args, check_positive,
                                check_tasks, default, make_llm)
 from grumem.evaluation import format_cell, format_table, gate_report
+from grumem.gates import SETTINGS_FILE
 from grumem.tasks import TASKS, make_samples, sample_stream
 from grumem.tasks.hard_niah import training_stream
 from grumem.trainer import DAPOTrainer, Policy, TrainerConfig
@@ -21,7 +23,7 @@ from grumem.trainer.warm_start import THINKS, WarmStart, WarmStartConfig
 TRAIN_SEED = 10_000  # training documents come from seeds 10000 + --seed and the train split: never evaluated on
 TRUNCATED = {"warm_start": ("warm_start",), "rl": ("rl",), "both": ("warm_start", "rl"), "none": ()}
 GATE_MIX = "gate_training"  # hard_niah.TRAINING_MIX: plain, paraphrased, distractor and two-needle documents
-WARM_COLUMNS = ["step", "loss", "text_nll", "gate_nll", "gate_acc", "grad_norm", "rows", "seconds"]
+WARM_COLUMNS = ["step", "loss", "text_nll", "gate_nll", "gate_acc", "quote_acc", "grad_norm", "rows", "seconds"]
 RL_COLUMNS = ["step", "reward", "outcome", "format", "update_acc", "exit_exact", "chunks_read", "groups", "rows",
               "loss", "clip_frac", "engine_logprob_gap", "rollout_s", "train_s"]
 # a step sized for a CPU session: the paper's (and TrainerConfig's) 16 rollouts x 8 questions are 4x the rollouts
@@ -174,18 +176,21 @@ def run(args) -> None:
         for n in range(steps + 1):
             if held_out and (n % args.eval_every == 0 or n == steps) and (n or not k):  # once between stages
                 reporter.evaluation(stage, n, held_out_report(llm, config, held_out))
-                save(args, policy, llm)  # a long run killed later keeps the weights evaluated last
+                save(args, policy, llm, config)  # a long run killed later keeps the weights evaluated last
             if n < steps:
                 reporter.step(stage, trainer.step(documents), columns)
     if args.plot:
         plot_curve(reporter.records, args.plot)
     if args.save:
-        save(args, policy, llm)
+        save(args, policy, llm, config)
         if not args.json:
             flags = f"--adapter {args.save}" if policy.is_lora else f"--model {args.save}"
             print(f"saved to {args.save}: grumem run {flags} --gates own")
 
 
-def save(args, policy: Policy, llm) -> None:
+def save(args, policy: Policy, llm, config: AgentConfig) -> None:
+    """The weights, and the loop settings they were trained under (the CLI's defaults wherever they are used)."""
     if args.save:
         policy.save(args.save, None if policy.is_lora else llm.tokenizer)
+        settings = {"think": config.think, "chunk_tokens": config.chunk_tokens}
+        (Path(args.save) / SETTINGS_FILE).write_text(json.dumps(settings) + "\n", encoding="utf-8")

@@ -32,7 +32,9 @@ def _params(body: GenerateRequest) -> SamplingParams:
     p = body.sampling_params
     processors = {}
     if p.gate_constraint is not None:
-        processors[TurnFormat.name] = FormatArgs(**p.gate_constraint.model_dump())
+        constraint = p.gate_constraint.model_dump()
+        quote = constraint.pop("quote")
+        processors[TurnFormat.name] = FormatArgs(**constraint, quote=None if quote is None else tuple(quote))
     return SamplingParams(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_new_tokens, n=p.n, seed=p.seed,
                           stop_token_ids=tuple(p.stop_token_ids), ignore_eos=p.ignore_eos,
                           logits_processors=processors)

@@ -123,6 +123,7 @@ class GateConstraint(Body):
     max_think_tokens: int | None = Field(None, ge=1)
     max_memory_tokens: int | None = Field(None, ge=1)
     max_think_lines: int | None = Field(None, ge=1)
+    quote: list[int] | None = Field(None, description="the section the thought copies one sentence of (format mode)")
 
 
 class GenerateSampling(Body):
@@ -171,6 +172,7 @@ class MemoryRequest(Body):
     max_think_lines: int | None = None
     answer_tokens: int | None = None
     constraint: Literal["format", "gates"] | None = None
+    think: Literal["free", "quote"] | None = None
     gate_prior_threshold: float | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -194,7 +196,7 @@ class MemoryRequest(Body):
 
 
 LOOP_FIELDS = {"mode", "exit_gate", "layout", "chunk_tokens", "memory_tokens", "max_think_tokens", "max_think_lines",
-               "answer_tokens", "constraint", "gate_prior_threshold", "temperature", "top_p", "seed"}
+               "answer_tokens", "constraint", "think", "gate_prior_threshold", "temperature", "top_p", "seed"}
 
 
 class UpdateWeightsRequest(Body):

@@ -33,6 +33,7 @@ def plot_curve(records: list[dict], path: str) -> None:
     steps = _global_steps(records)
     fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for stage, key, label in (("warm_start", "gate_acc", "warm start: gate accuracy (teacher-forced)"),
+                              ("warm_start", "quote_acc", "warm start: quote choices (teacher-forced)"),
                               ("rl", "update_acc", "RL: update-gate accuracy of the rollouts")):
         points = [(s, r[key]) for s, r in zip(steps, records) if r["stage"] == stage and r.get(key) is not None]
         if points:

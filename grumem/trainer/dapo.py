@@ -114,9 +114,9 @@ class DAPOTrainer:
         advantages = group_advantages(rewards, self.config.alpha, self.config.std_normalize)
         if not has_signal(advantages):
             return [], rewards
-        grammar, memory_format = self.agent.turn_format.grammar, self.agent_config.memory_format
+        grammar = self.agent.turn_format.grammar
         rows = [row for t, a in zip(group, advantages)
-                for row in trajectory_rows(t, a, grammar, memory_format, self.config.mask_truncated)]
+                for row in trajectory_rows(t, a, grammar, self.config.mask_truncated)]
         return rows, rewards
 
     # --- 2. pi_old -----------------------------------------------------------------------------------------

@@ -96,9 +96,13 @@ class Policy:
             else:
                 hidden = self._padded(rows)
             logits = self.base.get_output_embeddings()(hidden).float()
-        mask_rows = torch.tensor(mask_rows, device=self.device)
-        if mask_table is not None and bool((mask_rows >= 0).any()):
-            allowed = mask_table.to(self.device)[mask_rows.clamp(min=0)] | (mask_rows < 0).unsqueeze(1)
+        if mask_table is not None and any(row != -1 for row in mask_rows):
+            table_rows = torch.tensor([row if isinstance(row, int) else -1 for row in mask_rows], device=self.device)
+            allowed = mask_table.to(self.device)[table_rows.clamp(min=0)] | (table_rows < 0).unsqueeze(1)
+            for k, row in enumerate(mask_rows):
+                if not isinstance(row, int):  # a quote's choice: the ids it allowed
+                    allowed[k] = False
+                    allowed[k, list(row)] = True
             logits = logits.masked_fill(~allowed, float("-inf"))
         logits = logits / temperature
         targets = torch.tensor(targets, device=self.device).unsqueeze(1)

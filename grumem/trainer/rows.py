@@ -6,7 +6,7 @@ ids, so the trainer's logprobs are taken under the same masked distribution the 
 """
 from dataclasses import dataclass
 
-from grumem.agent import FormatArgs, Trajectory
+from grumem.agent import Trajectory
 from grumem.agent.turn_format import GateGrammar, replay_mask_rows
 from grumem.engine import TokenRole
 from grumem.trainer.advantages import Advantages
@@ -18,7 +18,8 @@ class TrainingRow:
     output_ids: list[int]
     loss_mask: list[bool]  # per output token: sampled or chosen by the policy (not forced), and not filtered out
     engine_logprobs: list[float]  # from the rollout, under the distribution sampled from
-    mask_rows: list[int] | None  # per output token: the constraint's mask-table row; None when unconstrained
+    mask_rows: list[int | tuple[int, ...]] | None  # per output token: the constraint's mask-table row (or a quote's
+    # allowed ids); None when unconstrained
     advantage: float
     group: int  # which question
     trajectory: int  # which of its G rollouts
@@ -38,12 +39,12 @@ class TrainingRow:
         return [j for j, keep in enumerate(self.loss_mask) if keep]
 
 
-def trajectory_rows(traj: Trajectory, advantages: Advantages, grammar: GateGrammar, memory_format: FormatArgs | None,
+def trajectory_rows(traj: Trajectory, advantages: Advantages, grammar: GateGrammar,
                     mask_truncated: bool = False) -> list[TrainingRow]:
     rows = []
     for n, turn in enumerate(traj.turns):
-        constrained = turn.kind == "memory" and memory_format is not None
-        mask_rows = replay_mask_rows(grammar, memory_format, turn.output_ids, turn.roles) if constrained else None
+        args = turn.format_args
+        mask_rows = replay_mask_rows(grammar, args, turn.output_ids, turn.roles) if args is not None else None
         keep = not (mask_truncated and turn.finish_reason == "length")
         rows.append(TrainingRow(
             list(turn.prompt_ids), list(turn.output_ids), [keep and r != TokenRole.FORCED for r in turn.roles],

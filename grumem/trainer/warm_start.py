@@ -1,7 +1,8 @@
 """The warm start: supervised training of the model's own gates (and its quotes, memories and boxed answers) on
 turns labelled from the training documents' evidence spans (labelled_turns.py), so that RL starts from gates that
 say yes and end at all. The loss is the mean negative logprob of the free tokens plus `gate_weight` times that of
-the gate choices, taken under the turn format's masks as the engine samples. After each step the engine serves the
+the choices: the two gates and, with quoted thoughts, where the quote copies from (one token of ~40 that decides
+which sentence the gates judge), taken under the turn format's masks as the engine samples. After each step the engine serves the
 new weights (`LLM.update_weights`), so evaluations and rollouts use exactly what was trained.
 """
 import math
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from grumem.agent import AgentConfig, MemoryAgent, TurnFormat
-from grumem.agent.turn_format import CHECK_CHOICE, NEXT_CHOICE
-from grumem.engine import LLM, SamplingParams, TokenRole
+from grumem.agent.turn_format import CHECK_CHOICE, NEXT_CHOICE, thought_ids
+from grumem.engine import LLM, SamplingParams
 from grumem.tasks import Sample
-from grumem.trainer.labelled_turns import AmbiguousLabel, labelled_rows
+from grumem.trainer.labelled_turns import AmbiguousLabel, TurnLabel, labelled_rows
 from grumem.trainer.policy import Policy
 from grumem.trainer.rows import TrainingRow
 
@@ -29,7 +30,7 @@ MAX_SKIPPED_IN_A_ROW = 50
 class WarmStartConfig:
     documents_per_step: int = 4
     lr: float = 2e-4  # LoRA; full fine-tuning wants about 1e-5
-    gate_weight: float = 4.0  # the two gate choices of a turn against its ~40 free tokens
+    gate_weight: float = 4.0  # a turn's choices (two gates, a quote's start) against its ~40 free tokens
     after_exit: float = 0.25  # share of documents that also get a turn after their last evidence (no, end)
     prompt_grad: bool = False  # gradients through the prompts too (exact, about 3x the cost per row)
     thinks: str = "labelled"  # "labelled": quotes written from the labels; "own": the model's own (greedy, no loss)
@@ -75,22 +76,18 @@ class WarmStart:
                                      "raise the chunk size") from e
         return rows
 
-    def own_thinks(self, prompts: list[list[int]]) -> list[list[int]]:
-        """The thought the served model writes (greedy, under the turn format) after each prompt, up to where the
-        format closes it."""
-        memory_format = self.agent_config.memory_format
-        opening = len(self.agent.turn_format.grammar.tag_ids("<think>"))
-        params = SamplingParams(temperature=0, max_tokens=opening + (memory_format.max_think_tokens or 256) + 1,
-                                logits_processors={TurnFormat.name: memory_format})
+    def own_thinks(self, labels: list[TurnLabel]) -> list[list[int]]:
+        """The thought the served model writes (greedy, under each turn's format) after each label's prompt, up to
+        where the format closes it."""
+        grammar, cap = self.agent.turn_format.grammar, self.agent_config.max_think_tokens
+        max_tokens = len(grammar.tag_ids("<think>")) + cap + len(grammar.newline_ids)
+        params = [SamplingParams(temperature=0, max_tokens=max_tokens,
+                                 logits_processors={TurnFormat.name: label.format_args}) for label in labels]
         thinks = []
-        for output in self.llm.generate(prompts, params):
+        for label, output in zip(labels, self.llm.generate([label.prompt_ids for label in labels], params)):
             if output.error is not None:
                 raise ValueError(output.error)
-            roles, ids = output.outputs[0].roles, output.outputs[0].token_ids
-            end = opening
-            while end < len(ids) and roles[end] != TokenRole.FORCED:
-                end += 1
-            thinks.append(ids[opening:end])
+            thinks.append(thought_ids(grammar, label.format_args, output.outputs[0].token_ids))
         return thinks
 
     def step(self, samples: Iterator[Sample]) -> dict:
@@ -107,23 +104,36 @@ class WarmStart:
                 "seconds": time.perf_counter() - start}
 
     def backward(self, rows: list[TrainingRow]) -> dict:
-        """Backward of the step's loss, row by row (its memory stays that of one row); returns its metrics."""
-        num_free = sum(1 for r in rows for j in r.loss_positions if not _is_gate(r, j))
-        num_gates = sum(1 for r in rows for j in r.loss_positions if _is_gate(r, j))
-        totals = {"loss": 0.0, "text_nll": 0.0, "gate_nll": 0.0, "gate_acc": 0.0}
-        for row in rows:
+        """Backward of the step's loss, row by row (its memory stays that of one row); returns its metrics: the
+        text's and the gates' mean nll, and the share of gate and quote choices given more than even odds."""
+        kinds = [[_kind(r, j) for j in r.loss_positions] for r in rows]
+        count = {kind: max(sum(k == kind for row in kinds for k in row), 1) for kind in (TEXT, GATE, QUOTE)}
+        totals = {"loss": 0.0, "text_nll": 0.0, "gate_nll": 0.0, "gate_acc": 0.0, "quote_acc": 0.0}
+        for row, row_kinds in zip(rows, kinds):
             logprobs = self.policy.token_logprobs([row], 1.0, self.agent.turn_format.mask_table,
                                                   prompt_grad=self.config.prompt_grad)
-            gates = torch.tensor([_is_gate(row, j) for j in row.loss_positions], device=logprobs.device)
-            text_nll, gate_nll = -logprobs[~gates].sum(), -logprobs[gates].sum()
-            loss = text_nll / max(num_free, 1) + self.config.gate_weight * gate_nll / max(num_gates, 1)
+            nll = {kind: -logprobs[[k == kind for k in row_kinds]] for kind in (TEXT, GATE, QUOTE)}
+            loss = (nll[TEXT].sum() / count[TEXT]
+                    + self.config.gate_weight * (nll[GATE].sum() + nll[QUOTE].sum()) / (count[GATE] + count[QUOTE]))
             loss.backward()
+            nll = {kind: values.detach() for kind, values in nll.items()}
             totals["loss"] += float(loss.detach())
-            totals["text_nll"] += float(text_nll.detach()) / max(num_free, 1)
-            totals["gate_nll"] += float(gate_nll.detach()) / max(num_gates, 1)
-            totals["gate_acc"] += float((logprobs[gates].detach() > math.log(0.5)).sum()) / max(num_gates, 1)
+            totals["text_nll"] += float(nll[TEXT].sum()) / count[TEXT]
+            totals["gate_nll"] += float(nll[GATE].sum()) / count[GATE]
+            totals["gate_acc"] += float((nll[GATE] < math.log(2)).sum()) / count[GATE]
+            totals["quote_acc"] += float((nll[QUOTE] < math.log(2)).sum()) / count[QUOTE]
+        if not any(QUOTE in row_kinds for row_kinds in kinds):
+            totals["quote_acc"] = None  # free thoughts
         return totals
 
 
-def _is_gate(row: TrainingRow, j: int) -> bool:
-    return row.mask_rows is not None and row.mask_rows[j] in (CHECK_CHOICE, NEXT_CHOICE)
+TEXT, GATE, QUOTE = "text", "gate", "quote"
+
+
+def _kind(row: TrainingRow, j: int) -> str:
+    """What output token j of a row is: a gate's value, a quote's choice of where to copy from (its mask row is the
+    allowed ids), or text."""
+    row_mask = row.mask_rows[j] if row.mask_rows is not None else None
+    if isinstance(row_mask, tuple):
+        return QUOTE
+    return GATE if row_mask in (CHECK_CHOICE, NEXT_CHOICE) else TEXT

@@ -4,6 +4,7 @@ import concurrent.futures
 import json
 
 import httpx
+import pytest
 
 from grumem.agent import AgentConfig, FormatArgs, MemoryAgent, TurnFormat
 from grumem.engine import SamplingParams, TokenRole
@@ -27,14 +28,16 @@ def test_generate_logprobs_equal_the_offline_engine(tiny_server, offline_llm):
     assert body["meta_info"]["weight_version"] == int(r.headers["x-weight-version"])
 
 
-def test_generate_under_the_gate_constraint_reports_roles_and_gates(tiny_server, offline_llm):
+@pytest.mark.parametrize("quote", [None, list(range(200, 230))])
+def test_generate_under_the_gate_constraint_reports_roles_and_gates(tiny_server, offline_llm, quote):
     prompt = list(range(200, 230))
-    constraint = {"mode": "format", "max_think_tokens": 3, "max_memory_tokens": 3}
+    constraint = {"mode": "format", "max_think_tokens": 3, "max_memory_tokens": 3, "quote": quote}
     r = tiny_server.client.post("/generate", json={"input_ids": prompt, "sampling_params": {
         "max_new_tokens": 64, "temperature": 0, "gate_constraint": constraint}})
     meta = r.json()["meta_info"]
     TurnFormat.of(offline_llm)
-    params = SamplingParams(temperature=0, max_tokens=64, logits_processors={TurnFormat.name: FormatArgs(**constraint)})
+    args = FormatArgs(**{**constraint, "quote": None if quote is None else tuple(quote)})
+    params = SamplingParams(temperature=0, max_tokens=64, logits_processors={TurnFormat.name: args})
     completion = offline_llm.generate([prompt], params)[0].outputs[0]
     assert r.json()["output_ids"] == completion.token_ids
     assert meta["token_roles"] == completion.roles and TokenRole.FORCED in meta["token_roles"]

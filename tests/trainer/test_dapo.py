@@ -32,7 +32,7 @@ def rollout_rows(llm, temperature=1.0, group_size=3, mask_truncated=False):
     groups = MemoryAgent(llm, AGENT).rollout(samples(llm), group_size, temperature=temperature)
     advantages = Advantages(trajectory=0.5, turns={0: -0.25})
     grammar = TurnFormat.of(llm).grammar
-    return [(t, trajectory_rows(t, advantages, grammar, AGENT.memory_format, mask_truncated))
+    return [(t, trajectory_rows(t, advantages, grammar, mask_truncated))
             for g in groups for t in g]
 
 

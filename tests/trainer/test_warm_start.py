@@ -15,7 +15,7 @@ from grumem.tasks import chunk_document, make_samples
 from grumem.tasks.chunking import span_chunks
 from grumem.tasks.hard_niah import training_stream
 from grumem.trainer import Policy
-from grumem.trainer.labelled_turns import closest_sentence, labelled_rows
+from grumem.trainer.labelled_turns import TurnLabel, closest_sentence, labelled_rows
 from grumem.trainer.warm_start import WarmStart, WarmStartConfig
 
 AGENT = AgentConfig(layout="paper", gate_prior_threshold=None, chunk_tokens=256, memory_tokens=96,
@@ -68,10 +68,11 @@ def test_labelled_turns_replay_under_the_format_and_feed_the_next_prompt(llm):
         assert llm.tokenizer.decode(answer_row.output_ids[:-1]) == "\\boxed{" + ", ".join(sample.answers) + "}"
 
 
-def test_the_closest_sentence_shares_the_most_words_with_the_question():
-    text = "The sky is blue. The vault code is\nsecret here! Nothing else."
-    assert closest_sentence(text, "What is the vault code?") == "The vault code is secret here!"
-    assert closest_sentence(text, "Unrelated?") == "The sky is blue."
+def test_the_closest_sentence_shares_the_most_words_with_the_question(tokenizer):
+    chunk = tokenizer.encode("The sky is blue. The vault code is secret here! nothing else.", add_special_tokens=False)
+    closest = lambda question: tokenizer.decode(chunk[slice(*closest_sentence(chunk, question, tokenizer.decode))])  # noqa: E731
+    assert closest("What is the vault code?") == " The vault code is secret here!"
+    assert closest("Unrelated?") == "The sky is blue."
 
 
 def test_documents_whose_gates_have_no_single_label_are_refused(llm):
@@ -109,21 +110,26 @@ def gate_accuracy(trainer, rows) -> float:
     return stats["gate_acc"]
 
 
-@pytest.mark.parametrize("lr, learns, thinks", [(3e-3, True, "labelled"), (1e-9, False, "labelled"),
-                                                (3e-3, True, "own")])
-def test_a_few_warm_start_steps_raise_the_models_own_gate_accuracy(llm, tiny_llama_path, lr, learns, thinks):
+@pytest.mark.parametrize("lr, learns, thinks, think", [
+    (3e-3, True, "labelled", "free"), (1e-9, False, "labelled", "free"), (3e-3, True, "own", "free"),
+    (3e-3, True, "labelled", "quote")])
+def test_a_few_warm_start_steps_raise_the_models_own_gate_accuracy(llm, tiny_llama_path, lr, learns, thinks, think):
     documents = list(itertools.islice(training_stream(llm.tokenizer, 768, seed=1), 2))
     policy = Policy(tiny_llama_path)
-    trainer = WarmStart(llm, policy, AGENT, WarmStartConfig(documents_per_step=2, lr=lr, gate_weight=4.0,
-                                                            thinks=thinks))
+    trainer = WarmStart(llm, policy, replace(AGENT, think=think),
+                        WarmStartConfig(documents_per_step=2, lr=lr, gate_weight=4.0, thinks=thinks))
     rows = trainer.rows(iter(documents))
     if thinks == "own":  # the thoughts are the served model's own, and carry no loss
         grammar = trainer.agent.turn_format.grammar
         opening = len(grammar.tag_ids("<think>"))
         memory_rows = [r for r in rows if r.mask_rows is not None]
-        for row, think in zip(memory_rows, trainer.own_thinks([r.prompt_ids for r in memory_rows])):
+        labels = [TurnLabel(r.prompt_ids, AGENT.memory_format, [], "no", [], "continue") for r in memory_rows]
+        for row, think in zip(memory_rows, trainer.own_thinks(labels)):
             assert row.output_ids[opening:opening + len(think)] == think
             assert not any(row.loss_mask[:opening + len(think)])
+    if think == "quote":  # the quotes' choices are trained as decisions, the gates' accuracy apart
+        assert trainer.backward(rows)["quote_acc"] is not None
+        trainer.optimizer.zero_grad(set_to_none=True)
     before = gate_accuracy(trainer, rows)
     weights = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
     for _ in range(6):
