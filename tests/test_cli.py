@@ -214,5 +214,5 @@ def test_the_shipped_learned_gates_run_with_the_settings_they_were_trained_under
     assert (flags.think, flags.chunk_tokens) == ("free", 256)  # flags given win over the adapter's settings
     main(["run", "--gates", "learned", "--tasks", "niah_single_1", "--length", "1024", "--num-samples", "1",
           "--kv-cache-gb", "0.5", "--json"])
-    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["task"] == "niah_single_1" and record["format_ok"] == 1.0
+    [row] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]
+    assert row["task"] == "niah_single_1" and row["format_ok"] == 1.0

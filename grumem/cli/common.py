@@ -89,15 +89,16 @@ def check_task_args(args, length_flag: str) -> None:
 def agent_config(args, mode: str | None = None, exit_gate: bool | None = None) -> AgentConfig:
     adapter = adapter_of(args)
     trained = {**AGENT_DEFAULTS, **(trained_settings(adapter) if adapter else {})}
+    given = lambda name: trained[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     settings = dict(
         mode=mode or args.mode, exit_gate=(not args.no_exit_gate) if exit_gate is None else exit_gate,
-        constraint=None if args.constraint == "none" else args.constraint, think=args.think or trained["think"],
+        constraint=None if args.constraint == "none" else args.constraint, think=given("think"),
     )
     prior = getattr(args, "gates", "own") == "prior"
     settings["layout"] = args.layout or (None if prior else "paper")
     if args.paper:
         return paper_preset(**settings)
-    return AgentConfig(**settings, chunk_tokens=args.chunk_tokens or trained["chunk_tokens"], memory_tokens=args.memory_tokens,
+    return AgentConfig(**settings, chunk_tokens=given("chunk_tokens"), memory_tokens=args.memory_tokens,
                        max_think_tokens=args.think_tokens, max_think_lines=args.think_lines or None,
                        answer_tokens=args.answer_tokens, gate_prior_threshold=args.gate_prior if prior else None)
 
