@@ -45,6 +45,8 @@ class FormatArgs:
     def __post_init__(self):
         if self.mode not in FORMAT_MODES:
             raise ValueError(f"format mode must be one of {FORMAT_MODES}, got {self.mode!r}")
+        if self.quote is not None and self.mode != "format":
+            raise ValueError("a quoted thought needs format mode 'format' (mode 'gates' leaves the text free)")
         for name in ("max_think_tokens", "max_memory_tokens", "max_think_lines"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
@@ -95,7 +97,7 @@ class GateState:
         self.evidence_offset = args.evidence_offset
         self.evidence: float | None = None  # the gate prior (gate_prior.py), set once the prompt's question is scored
         self.phase, self.text, self.num_free, self.num_lines, self.line_open = FREE, "", 0, 0, False
-        self.quote = Quote(args.quote, grammar.piece) if args.quote is not None and self.mode == "format" else None
+        self.quote = Quote(args.quote, grammar.piece) if args.quote is not None else None
         if self.mode == "format":
             self._force(grammar.tag_ids("<think>"), THINK)
 

@@ -71,6 +71,11 @@ def test_a_quote_longer_than_the_cap_is_cut_there(grammar, tokenizer):
     assert thought_ids(grammar, args, ids) == section[:4]
 
 
+def test_a_quote_outside_the_full_format_is_refused():
+    with pytest.raises(ValueError, match="needs format mode 'format'"):
+        FormatArgs(mode="gates", quote=(1, 2, 3))
+
+
 def test_a_section_without_a_sentence_leaves_the_thought_free(grammar, tokenizer):
     state = GateState(grammar, FormatArgs(max_think_tokens=8, quote=tuple(encode(tokenizer, " ... !\n"))))
     while state.next_mask()[1] >= 0:
